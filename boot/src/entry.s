@@ -1,0 +1,123 @@
+// PVH boot entry: 32-bit protected mode -> long mode -> Rust.
+//
+// Contract (xen/include/public/arch-x86/hvm/start_info.h, "PVH boot"): entered at the
+// XEN_ELFNOTE_PHYS32_ENTRY address in 32-bit flat protected mode, paging off, interrupts off,
+// %ebx = physical address of hvm_start_info. Nothing else is set up: no stack, no GDT we may
+// keep, and .bss may not be zero (a loader is not obliged to clear it).
+//
+// What this does, and why:
+//   1. Zero .bss: Rust statics assume it.
+//   2. Build boot page tables identity-mapping the low 4 GiB with 2 MiB pages. That covers the
+//      image, the boot structures and the local APIC; the kernel replaces them with its own
+//      tables (ringbolt-mm) as soon as it knows the memory map.
+//   3. PAE + EFER.LME/NXE + CR0.PG -> long mode (compatibility), far return into a 64-bit
+//      code segment, then set up a 64 KiB stack and call
+//      ringbolt_pvh_start(start_info_paddr: u32) -> ! with the System V ABI.
+// The stack and tables live in .bss: the image stays small.
+
+.section .note.Xen, "a", @note
+.p2align 2
+    .long 4                         // namesz: "Xen\0"
+    .long 4                         // descsz
+    .long 18                        // XEN_ELFNOTE_PHYS32_ENTRY
+    .asciz "Xen"
+    .p2align 2
+    .long pvh_start32
+    .p2align 2
+
+.section .text.boot, "ax"
+.code32
+.global pvh_start32
+pvh_start32:
+    cld
+    mov esi, ebx                    // keep hvm_start_info's address across the setup
+
+    // 1. Zero .bss (it holds the tables and stack too).
+    lea edi, [__bss_start]
+    lea ecx, [__bss_end]
+    sub ecx, edi
+    shr ecx, 2
+    xor eax, eax
+    rep stosd
+
+    // 2. PML4[0] -> PDPT; PDPT[0..4] -> four page directories; 2048 x 2 MiB pages.
+    lea eax, [boot_pdpt + 0x3]      // present | writable
+    mov [boot_pml4], eax
+    lea edi, [boot_pdpt]
+    lea eax, [boot_pd + 0x3]
+    mov ecx, 4
+1:  mov [edi], eax
+    add edi, 8
+    add eax, 0x1000
+    loop 1b
+    lea edi, [boot_pd]
+    mov eax, 0x83                   // present | writable | 2 MiB
+    mov ecx, 2048
+2:  mov [edi], eax
+    add edi, 8
+    add eax, 0x200000
+    loop 2b
+
+    // 3. Long mode.
+    mov eax, cr4
+    or eax, 1 << 5                  // PAE
+    mov cr4, eax
+    lea eax, [boot_pml4]
+    mov cr3, eax
+    mov ecx, 0xc0000080             // IA32_EFER
+    rdmsr
+    or eax, (1 << 8) | (1 << 11)    // LME | NXE
+    wrmsr
+    mov eax, cr0
+    or eax, (1 << 31) | (1 << 16) | 1   // PG | WP | PE
+    mov cr0, eax
+
+    lgdt [boot_gdt_pointer]
+    push 0x08                       // 64-bit code selector
+    lea eax, [long_mode_start]
+    push eax
+    retf
+
+.code64
+long_mode_start:
+    mov ax, 0x10
+    mov ds, ax
+    mov es, ax
+    mov ss, ax
+    xor eax, eax
+    mov fs, ax
+    mov gs, ax
+    lea rsp, [boot_stack_top]
+    xor ebp, ebp                    // terminates frame-pointer backtraces
+    mov edi, esi                    // arg 0: hvm_start_info physical address
+    call ringbolt_pvh_start
+3:  cli
+    hlt
+    jmp 3b
+
+.section .rodata
+.p2align 4
+boot_gdt:
+    .quad 0
+    .quad 0x00af9a000000ffff        // 0x08: 64-bit code, DPL 0
+    .quad 0x00cf92000000ffff        // 0x10: data, DPL 0
+boot_gdt_end:
+boot_gdt_pointer:
+    .word boot_gdt_end - boot_gdt - 1
+    .quad boot_gdt
+
+.section .bss
+.p2align 12
+boot_pml4:
+    .skip 4096
+boot_pdpt:
+    .skip 4096
+boot_pd:
+    .skip 4096 * 4
+.global boot_stack_bottom
+boot_stack_bottom:
+    .skip 65536
+.global boot_stack_top
+boot_stack_top:
+
+.section .text
