@@ -1,0 +1,60 @@
+//! hello: the first Ringbolt app. It proves the kernel's basics from the inside: it prints the
+//! platform, command line, memory, uptime and wall-clock time, sleeps 100 ms on the executor
+//! and reports how long that took by the monotonic clock.
+//!
+//! Arguments: `panic=1` panics (to prove the panic path), `fault=1` reads an unmapped address
+//! (to prove the exception path), `exit=N` exits with status N.
+#![no_std]
+#![no_main]
+#![forbid(unsafe_code)]
+
+use core::time::Duration;
+
+use ringbolt::{ExitCode, println};
+
+const SLEEP: Duration = Duration::from_millis(100);
+
+async fn main() -> ExitCode {
+    let args = ringbolt::env::args();
+    println!("platform: {}", ringbolt::env::platform());
+    println!("cmdline: {}", ringbolt::env::cmdline());
+    let memory = ringbolt::env::memory();
+    println!(
+        "memory: total {} KiB, free {} KiB",
+        memory.total_bytes / 1024,
+        memory.free_bytes / 1024
+    );
+    println!("uptime: {} s", ringbolt::time::now());
+    match ringbolt::time::wall_clock() {
+        Some(now) => println!("wall clock: {now}"),
+        None => println!("wall clock: unavailable"),
+    }
+
+    if args.flag("panic") {
+        panic!("hello: panic requested");
+    }
+    if args.flag("fault") {
+        ringbolt::diagnostics::trigger_page_fault();
+    }
+
+    let before = ringbolt::time::now();
+    ringbolt::time::sleep(SLEEP).await;
+    let slept = ringbolt::time::now() - before;
+    println!(
+        "sleep: requested {} ms, measured {}.{:06} ms",
+        SLEEP.as_millis(),
+        slept.as_nanos() / 1_000_000,
+        slept.as_nanos() % 1_000_000
+    );
+
+    match args.parse::<u8>("exit") {
+        Some(Ok(code)) => ExitCode::from(code),
+        Some(Err(_)) => {
+            log::error!("hello: exit= wants a number from 0 to 125");
+            ExitCode::FAILURE
+        }
+        None => ExitCode::SUCCESS,
+    }
+}
+
+ringbolt::main!(main);

@@ -1,0 +1,45 @@
+//! From the boot entry's jump to the app: the bring-up sequence the crate doc describes.
+
+use core::fmt::Write;
+
+use ringbolt_boot::{BootInfo, Cmdline};
+
+use crate::console::{self, Console};
+use crate::memory::{self, BootIdentityMap};
+use crate::platform::{self, ExitStatus, Platform, pvh_vmm};
+use crate::{cpu, runtime, traps};
+
+/// Entered from `boot/src/entry.s` in long mode on the boot stack, interrupts off.
+#[unsafe(no_mangle)]
+extern "C" fn ringbolt_pvh_start(start_info_paddr: u32) -> ! {
+    let tsc_at_entry = cpu::rdtsc();
+    let vmm = pvh_vmm::init(tsc_at_entry);
+    platform::install(vmm);
+    console::init_logger(log::LevelFilter::Info);
+    traps::init();
+
+    let boot = match BootInfo::from_pvh(&BootIdentityMap, u64::from(start_info_paddr)) {
+        Ok(boot) => boot,
+        Err(error) => {
+            let _ = writeln!(Console, "ringbolt: cannot boot: {error}");
+            let _ = writeln!(
+                Console,
+                "ringbolt: exit status {} (bad boot info)",
+                ExitStatus::Code(125).code()
+            );
+            vmm.shutdown(ExitStatus::Code(125));
+        }
+    };
+    let cmdline = Cmdline::new(boot.cmdline);
+    console::init_logger(console::level_from_cmdline(cmdline.get("log")));
+    log::info!("boot: {} via {:?}", vmm.name(), boot.protocol);
+    log::debug!("boot: memory map: {:?}", boot.memory_map);
+
+    // The boot structures may sit in page 0, which the kernel's tables leave unmapped: keep a
+    // copy of the command line, then drop the boot info with the boot tables.
+    runtime::set_cmdline(boot.cmdline);
+    memory::init(&boot);
+    drop(boot);
+    vmm.init_time();
+    runtime::run()
+}

@@ -1,0 +1,80 @@
+//! The platform boundary: everything that differs between the hypervisors Ringbolt boots on.
+//!
+//! One implementation is chosen at boot ([`install`]) and every other module reaches the machine
+//! through [`platform()`]. Adding Xen PV, Xen PVH or Hyper-V means adding a module here that
+//! implements [`Platform`]; nothing outside `platform/` changes.
+
+use ringbolt_time::Instant;
+use x86_64::PhysAddr;
+
+use hermit_sync::OnceCell;
+
+pub(crate) mod pvh_vmm;
+
+/// How the VM ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// The app's `main` returned this code (0..=125).
+    Code(u8),
+    /// The kernel or the app panicked.
+    Panic,
+}
+
+impl ExitStatus {
+    /// The byte reported to the VMM: the app's code, or 127 for a panic. 126 and above are never
+    /// app codes, so a harness can tell a panic from any exit.
+    pub fn code(self) -> u8 {
+        match self {
+            ExitStatus::Code(code) => code.min(125),
+            ExitStatus::Panic => 127,
+        }
+    }
+}
+
+/// Operations whose implementation depends on the hypervisor.
+pub(crate) trait Platform: Sync {
+    /// Short name printed by apps (`qemu-pvh`, `xen-pv`, ...).
+    fn name(&self) -> &'static str;
+
+    /// Writes console output; blocks until the bytes are accepted.
+    fn console_write(&self, bytes: &[u8]);
+
+    /// Monotonic time since boot.
+    fn now(&self) -> Instant;
+
+    /// Wall-clock time as nanoseconds since the Unix epoch, if the platform has a source.
+    fn wall_clock_unix_nanos(&self) -> Option<u64>;
+
+    /// Idles until an event arrives or `deadline` passes (`None`: only an event wakes).
+    /// Called and returns with events masked; unmasks only for the wait itself, atomically.
+    fn wait_for_event(&self, deadline: Option<Instant>);
+
+    /// Writes one page-table entry. Plain VMM and HVM: a store. Xen PV: `HYPERVISOR_mmu_update`.
+    fn write_pte(&self, table: PhysAddr, index: usize, value: u64);
+
+    /// Makes `root` the active top-level page table.
+    fn activate_page_table(&self, root: PhysAddr);
+
+    /// Ends the VM; never returns.
+    fn shutdown(&self, status: ExitStatus) -> !;
+}
+
+static PLATFORM: OnceCell<&'static dyn Platform> = OnceCell::new();
+
+/// Selects the platform for the rest of the VM's life. Later calls are ignored.
+pub(crate) fn install(platform: &'static dyn Platform) {
+    let _ = PLATFORM.set(platform);
+}
+
+/// The platform, once [`install`]ed; `None` only in the first instructions after boot.
+pub(crate) fn try_platform() -> Option<&'static dyn Platform> {
+    PLATFORM.get().copied()
+}
+
+/// The installed platform.
+///
+/// # Panics
+/// If called before [`install`]: a bug in the boot sequence.
+pub(crate) fn platform() -> &'static dyn Platform {
+    try_platform().expect("platform used before it was installed")
+}
