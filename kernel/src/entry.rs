@@ -36,10 +36,9 @@ extern "C" fn ringbolt_pvh_start(start_info_paddr: u32) -> ! {
     log::debug!("boot: memory map: {:?}", boot.memory_map);
 
     // The boot structures may sit in page 0, which the kernel's tables leave unmapped: keep a
-    // copy of the command line, then drop the boot info with the boot tables.
+    // copy of the command line; `boot` is not used once `memory::init` switches tables.
     runtime::set_cmdline(boot.cmdline);
     memory::init(&boot);
-    drop(boot);
     vmm.init_time();
     runtime::run()
 }

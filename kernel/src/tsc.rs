@@ -3,7 +3,8 @@
 //! Calibration sources, most to least trusted:
 //! 1. the hypervisor's own statement (CPUID 0x40000010, KVM/VMware/QEMU "TSC kHz" leaf),
 //! 2. CPUID 0x15 (crystal ratio) or 0x16 (nominal base frequency),
-//! 3. the i8254 PIT, channel 2, as a stopwatch.
+//! 3. the i8254 PIT, channel 0, as a stopwatch.
+//!
 //! A CPUID figure is cross-checked against the PIT when one answers: emulators (QEMU TCG's
 //! `-cpu max`) report model frequencies that have nothing to do with the host TSC the guest
 //! actually reads, and a clock 30% off breaks every timeout.
@@ -81,15 +82,14 @@ fn cpuid_frequency() -> Option<(u64, Source)> {
     if let Some(khz) = cpuid
         .get_hypervisor_info()
         .and_then(|hv| hv.tsc_frequency())
+        && khz != 0
     {
-        if khz != 0 {
-            return Some((u64::from(khz) * 1000, Source::HypervisorLeaf));
-        }
+        return Some((u64::from(khz) * 1000, Source::HypervisorLeaf));
     }
-    if let Some(hz) = cpuid.get_tsc_info().and_then(|info| info.tsc_frequency()) {
-        if hz != 0 {
-            return Some((hz, Source::Cpuid15));
-        }
+    if let Some(hz) = cpuid.get_tsc_info().and_then(|info| info.tsc_frequency())
+        && hz != 0
+    {
+        return Some((hz, Source::Cpuid15));
     }
     cpuid
         .get_processor_frequency_info()
