@@ -3,11 +3,15 @@
 //! and reports how long that took by the monotonic clock.
 //!
 //! Arguments: `panic=1` panics (to prove the panic path), `fault=1` reads an unmapped address
-//! (to prove the exception path), `exit=N` exits with status N.
+//! (to prove the exception path), `oom=1` allocates 1 MiB blocks until the heap cannot grow
+//! (to prove heap growth and the out-of-memory report), `exit=N` exits with status N.
 #![no_std]
 #![no_main]
 #![forbid(unsafe_code)]
 
+extern crate alloc;
+
+use alloc::vec::Vec;
 use core::time::Duration;
 
 use ringbolt::{ExitCode, println};
@@ -36,6 +40,9 @@ async fn main() -> ExitCode {
     if args.flag("fault") {
         ringbolt::diagnostics::trigger_page_fault();
     }
+    if args.flag("oom") {
+        exhaust_heap();
+    }
 
     let before = ringbolt::time::now();
     ringbolt::time::sleep(SLEEP).await;
@@ -54,6 +61,17 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
         None => ExitCode::SUCCESS,
+    }
+}
+
+/// Keeps 1 MiB blocks alive until allocation fails, which panics with the allocator's message.
+fn exhaust_heap() -> ! {
+    let mut blocks: Vec<Vec<u8>> = Vec::new();
+    loop {
+        blocks.push(alloc::vec![0xa5; 1 << 20]);
+        if blocks.len() % 16 == 0 {
+            println!("oom: {} MiB allocated", blocks.len());
+        }
     }
 }
 
