@@ -114,6 +114,11 @@ boot_pdpt:
     .skip 4096
 boot_pd:
     .skip 4096 * 4
+// Unmapped by the kernel once it has its own page tables, so a stack overflow faults (and,
+// with no stack left for the page-fault frame, lands in the double-fault handler's IST stack).
+.global boot_stack_guard
+boot_stack_guard:
+    .skip 4096
 .global boot_stack_bottom
 boot_stack_bottom:
     .skip 65536

@@ -4,7 +4,8 @@
 //! ```text
 //! 0x0000_0000_0000_0000  guard page: unmapped, so a null dereference faults
 //! 0x0000_0000_0000_1000  identity map of physical memory up to max(RAM end, 3 GiB)
-//!                        (kernel image, boot structures, every frame the allocator hands out)
+//!                        (kernel image, boot structures, every frame the allocator hands out),
+//!                        except the guard page below the boot stack
 //! 0x0000_0000_fee0_0000  MMIO pages mapped one by one, uncached (local APIC, ...)
 //! 0x0000_1000_0000_0000  heap: grows on demand, 4 KiB frames mapped as talc asks for more
 //! ```
@@ -44,6 +45,7 @@ static TOTAL_BYTES: hermit_sync::OnceCell<u64> = hermit_sync::OnceCell::new();
 unsafe extern "C" {
     static __image_start: u8;
     static __image_end: u8;
+    static boot_stack_guard: u8;
 }
 
 /// Reads physical memory through the boot identity map, for the boot-info parser. Valid only
@@ -150,6 +152,11 @@ pub(crate) fn init(boot: &BootInfo<'_>) {
             true,
         )
         .unwrap_or_else(|e| panic!("memory: identity map up to {identity_end:#x} failed: {e:?}"));
+    // Only the address is taken (no unsafe needed): the page below the boot stack.
+    let guard = VirtAddr::new(&raw const boot_stack_guard as u64);
+    if let Err(e) = mapper.unmap(guard) {
+        log::warn!("memory: no stack guard page at {guard:?}: {e:?}");
+    }
     platform().activate_page_table(root);
     *PAGES.lock() = Some(mapper);
     log::info!(

@@ -4,7 +4,8 @@
 //!
 //! Arguments: `panic=1` panics (to prove the panic path), `fault=1` reads an unmapped address
 //! (to prove the exception path), `oom=1` allocates 1 MiB blocks until the heap cannot grow
-//! (to prove heap growth and the out-of-memory report), `exit=N` exits with status N.
+//! (to prove heap growth and the out-of-memory report), `overflow=1` recurses until the stack
+//! overflows (to prove the guard page and the double-fault stack), `exit=N` exits with status N.
 #![no_std]
 #![no_main]
 #![forbid(unsafe_code)]
@@ -43,6 +44,9 @@ async fn main() -> ExitCode {
     if args.flag("oom") {
         exhaust_heap();
     }
+    if args.flag("overflow") {
+        println!("overflow: depth {}", recurse(0));
+    }
 
     let before = ringbolt::time::now();
     ringbolt::time::sleep(SLEEP).await;
@@ -64,12 +68,21 @@ async fn main() -> ExitCode {
     }
 }
 
+/// Recurses with a 1 KiB frame until the stack runs into the guard page.
+fn recurse(depth: u64) -> u64 {
+    let frame = core::hint::black_box([depth as u8; 1024]);
+    if core::hint::black_box(depth) == u64::MAX {
+        return depth; // never: keeps the compiler from proving the recursion endless
+    }
+    recurse(depth + 1) + u64::from(frame[depth as usize % 1024])
+}
+
 /// Keeps 1 MiB blocks alive until allocation fails, which panics with the allocator's message.
 fn exhaust_heap() -> ! {
     let mut blocks: Vec<Vec<u8>> = Vec::new();
     loop {
         blocks.push(alloc::vec![0xa5; 1 << 20]);
-        if blocks.len() % 16 == 0 {
+        if blocks.len().is_multiple_of(16) {
             println!("oom: {} MiB allocated", blocks.len());
         }
     }
