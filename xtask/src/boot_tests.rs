@@ -73,8 +73,27 @@ const CASES: &[Case] = &[
         append: "fault=1",
         launch: Launch::Xtask(Machine::Pc),
         expect: Expect::Panic(&[
-            &["exception: page fault", "rip=", "cr2="],
+            &["exception: page fault", "rip=", "cr2=0x80000000000"],
             &["panicked at "],
+        ]),
+    },
+    Case {
+        name: "hello overflow=1 hits the stack guard and the double-fault stack",
+        append: "overflow=1",
+        launch: Launch::Xtask(Machine::Pc),
+        expect: Expect::Panic(&[
+            &["exception: double fault (vector 8)", "rip="],
+            &["panicked at "],
+        ]),
+    },
+    Case {
+        name: "hello oom=1 grows the heap, then reports out of memory",
+        append: "oom=1",
+        launch: Launch::Xtask(Machine::Pc),
+        expect: Expect::Panic(&[
+            &["oom: 48 MiB allocated"],
+            &["heap: out of memory"],
+            &["memory allocation of 1048576 bytes failed"],
         ]),
     },
 ];
