@@ -4,8 +4,11 @@
 //! PICs are remapped away from the exception vectors and masked: firmware may leave the PIT's
 //! IRQ 0 routed to vector 8, which would look like a double fault the first time we `sti`.
 
+use core::ptr::NonNull;
+
 use hermit_sync::OnceCell;
 use raw_cpuid::CpuId;
+use volatile::VolatilePtr;
 use x86_64::PhysAddr;
 
 use crate::cpu::{self, outb, rdmsr, wrmsr};
@@ -37,9 +40,15 @@ const DIVIDE_BY_16: u32 = 0b0011;
 
 enum Access {
     X2Apic,
-    /// Virtual address of the identity-mapped, uncached register page.
-    Mmio(u64),
+    /// The identity-mapped, uncached register page.
+    Mmio(NonNull<u32>),
 }
+
+// SAFETY: the MMIO pointer names device registers, not Rust data; the one CPU that exists is
+// the only accessor.
+unsafe impl Send for Access {}
+// SAFETY: as above: no two CPUs can reach the registers concurrently.
+unsafe impl Sync for Access {}
 
 pub(crate) struct LocalApic {
     access: Access,
@@ -50,15 +59,20 @@ pub(crate) struct LocalApic {
 static APIC: OnceCell<LocalApic> = OnceCell::new();
 
 impl LocalApic {
+    /// The register at `offset` in the MMIO page; the device changes it behind our back, so
+    /// every access is volatile.
+    fn mmio_register(base: NonNull<u32>, offset: u32) -> VolatilePtr<'static, u32> {
+        // SAFETY: `base` is the APIC page, mapped uncached by `memory::map_mmio` for the life of
+        // the kernel; `offset` is an architectural register inside that page (< 4096, 16-byte
+        // aligned), so the pointer is valid and aligned for u32.
+        unsafe { VolatilePtr::new(base.byte_add(offset as usize)) }
+    }
+
     fn read(&self, offset: u32) -> u32 {
         match self.access {
             // SAFETY: x2APIC mode is enabled and `offset` is one of the architectural registers.
             Access::X2Apic => unsafe { rdmsr(X2APIC_MSR_BASE + offset / 16) as u32 },
-            // SAFETY: `base` is the APIC page, mapped uncached by `memory::map_mmio`; offsets
-            // are architectural registers inside that page, 16-byte aligned, read as u32.
-            Access::Mmio(base) => unsafe {
-                core::ptr::read_volatile((base + u64::from(offset)) as *const u32)
-            },
+            Access::Mmio(base) => Self::mmio_register(base, offset).read(),
         }
     }
 
@@ -66,10 +80,7 @@ impl LocalApic {
         match self.access {
             // SAFETY: as in `read`; the registers written here do not affect memory safety.
             Access::X2Apic => unsafe { wrmsr(X2APIC_MSR_BASE + offset / 16, u64::from(value)) },
-            // SAFETY: as in `read`.
-            Access::Mmio(base) => unsafe {
-                core::ptr::write_volatile((base + u64::from(offset)) as *mut u32, value)
-            },
+            Access::Mmio(base) => Self::mmio_register(base, offset).write(value),
         }
     }
 }
@@ -90,7 +101,8 @@ pub(crate) fn init(tsc_hz: u64) {
         // SAFETY: as above.
         unsafe { wrmsr(IA32_APIC_BASE, base | APIC_BASE_ENABLE) };
         let page = PhysAddr::new(base & APIC_BASE_ADDRESS_MASK);
-        Access::Mmio(memory::map_mmio(page, 4096).as_u64())
+        let registers = memory::map_mmio(page, 4096).as_mut_ptr::<u32>();
+        Access::Mmio(NonNull::new(registers).expect("APIC page at address 0"))
     };
     let mut apic = LocalApic {
         access,
