@@ -1,12 +1,12 @@
 //! Ringbolt's kernel core: the one crate where the unikernel touches the machine.
 //!
 //! An app is a `no_std` binary that depends on this crate (as `ringbolt`) and names its async
-//! `main` with [`main!`]. The boot entry (crate `ringbolt-boot`) jumps to [`entry`], which brings
+//! `main` with [`main!`]. The boot entry (crate `ringbolt-boot`) jumps to `entry`, which brings
 //! the machine up in this order and then runs the app on the executor:
 //!
 //! 1. **Platform** — chosen once, from how we were booted and what CPUID says. Everything that
 //!    differs between a plain PVH VMM (QEMU, Firecracker), Xen PV, Xen PVH and Hyper-V sits
-//!    behind the [`platform::Platform`] trait: console output, idle/event waiting, the clock,
+//!    behind the `platform::Platform` trait: console output, idle/event waiting, the clock,
 //!    page-table writes and shutdown. No other module asks which platform it is on.
 //! 2. **Boot info** — `hvm_start_info` (or, later, Xen's `start_info`) parsed as a checked view
 //!    into one `BootInfo`; a bad structure is reported on the console and the VM stops.
@@ -21,7 +21,7 @@
 //! # Interrupts and events
 //!
 //! Interrupts (Xen: event upcalls) are **masked everywhere except while idle**. The executor
-//! runs with `IF=0`; when no task is ready it calls [`platform::Platform::wait_for_event`] with
+//! runs with `IF=0`; when no task is ready it calls `Platform::wait_for_event` with
 //! the next timer deadline, which arms the one-shot timer and executes `sti; hlt` (Xen PV:
 //! `SCHEDOP_block`, which unmasks atomically), so a wake-up can never be lost between "nothing
 //! to do" and "halt". Handlers run only there, do the minimum — acknowledge, record what
