@@ -1,8 +1,6 @@
 //! The local APIC: one-shot timer for idle wake-ups, EOI, spurious vector.
 //!
-//! x2APIC (MSR access) when CPUID offers it, else xAPIC through its MMIO page. The legacy 8259
-//! PICs are remapped away from the exception vectors and masked: firmware may leave the PIT's
-//! IRQ 0 routed to vector 8, which would look like a double fault the first time we `sti`.
+//! x2APIC (MSR access) when CPUID offers it, else xAPIC through its MMIO page.
 
 use core::ptr::NonNull;
 
@@ -11,7 +9,7 @@ use raw_cpuid::CpuId;
 use volatile::VolatilePtr;
 use x86_64::PhysAddr;
 
-use crate::cpu::{self, outb, rdmsr, wrmsr};
+use crate::cpu::{self, rdmsr, wrmsr};
 use crate::memory;
 
 /// Interrupt vectors the kernel owns.
@@ -87,7 +85,6 @@ impl LocalApic {
 
 /// Enables the local APIC and measures its timer against the TSC (`tsc_hz`).
 pub(crate) fn init(tsc_hz: u64) {
-    disable_legacy_pics();
     let cpuid = CpuId::new();
     let x2apic = cpuid.get_feature_info().is_some_and(|f| f.has_x2apic());
     // SAFETY: IA32_APIC_BASE exists on every CPU with an APIC (all x86-64 CPUs); enabling the
@@ -123,10 +120,10 @@ pub(crate) fn init(tsc_hz: u64) {
     let _ = APIC.set(apic);
 }
 
-/// Counts timer ticks over ~10 ms of TSC time.
+/// Counts timer ticks over ~5 ms of TSC time.
 fn measure_timer(apic: &LocalApic, tsc_hz: u64) -> u64 {
     apic.write(reg::LVT_TIMER, LVT_MASKED | u32::from(TIMER_VECTOR));
-    let window = tsc_hz / 100;
+    let window = tsc_hz / 200;
     apic.write(reg::TIMER_INITIAL_COUNT, u32::MAX);
     let start = cpu::rdtsc();
     while cpu::rdtsc() - start < window {
@@ -159,27 +156,5 @@ pub(crate) fn disarm() {
 pub(crate) fn end_of_interrupt() {
     if let Some(apic) = APIC.get() {
         apic.write(reg::EOI, 0);
-    }
-}
-
-/// Remaps both 8259s to vectors 0x20-0x2f (away from exceptions) and masks every line.
-fn disable_legacy_pics() {
-    const PIC1_COMMAND: u16 = 0x20;
-    const PIC1_DATA: u16 = 0x21;
-    const PIC2_COMMAND: u16 = 0xa0;
-    const PIC2_DATA: u16 = 0xa1;
-    // SAFETY: the 8259 ports on a PC-compatible VMM; the ICW sequence only changes which vectors
-    // the PICs would raise, and the final masks silence them. No memory effect.
-    unsafe {
-        outb(PIC1_COMMAND, 0x11); // ICW1: init, ICW4 follows
-        outb(PIC2_COMMAND, 0x11);
-        outb(PIC1_DATA, 0x20); // ICW2: vector base
-        outb(PIC2_DATA, 0x28);
-        outb(PIC1_DATA, 0x04); // ICW3: slave on IRQ 2
-        outb(PIC2_DATA, 0x02);
-        outb(PIC1_DATA, 0x01); // ICW4: 8086 mode
-        outb(PIC2_DATA, 0x01);
-        outb(PIC1_DATA, 0xff);
-        outb(PIC2_DATA, 0xff);
     }
 }

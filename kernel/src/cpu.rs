@@ -44,6 +44,15 @@ pub(crate) unsafe fn outw(port: u16, value: u16) {
     unsafe { Port::new(port).write(value) }
 }
 
+/// Reads a 16-bit value from an I/O port.
+///
+/// # Safety
+/// As for [`outb`].
+pub(crate) unsafe fn inw(port: u16) -> u16 {
+    // SAFETY: forwarded to the caller's contract.
+    unsafe { Port::new(port).read() }
+}
+
 /// Reads a model-specific register.
 ///
 /// # Safety

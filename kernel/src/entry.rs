@@ -6,15 +6,15 @@ use ringbolt_boot::{BootInfo, Cmdline};
 
 use crate::console::{self, Console};
 use crate::memory::{self, BootIdentityMap};
-use crate::platform::{self, ExitStatus, Platform, pvh_vmm};
+use crate::platform::{self, BootFacts, ExitStatus, Platform, pvh_vmm};
 use crate::{cpu, runtime, traps};
 
 /// Entered from `boot/src/entry.s` in long mode on the boot stack, interrupts off.
 #[unsafe(no_mangle)]
 extern "C" fn ringbolt_pvh_start(start_info_paddr: u32) -> ! {
     let tsc_at_entry = cpu::rdtsc();
-    let vmm = pvh_vmm::init(tsc_at_entry);
-    platform::install(vmm);
+    let platform: &'static dyn Platform = pvh_vmm::init(tsc_at_entry);
+    platform::install(platform);
     console::init_logger(log::LevelFilter::Info);
     traps::init();
 
@@ -27,18 +27,38 @@ extern "C" fn ringbolt_pvh_start(start_info_paddr: u32) -> ! {
                 "ringbolt: exit status {} (bad boot info)",
                 ExitStatus::Code(125).code()
             );
-            vmm.shutdown(ExitStatus::Code(125));
+            platform.shutdown(ExitStatus::Code(125));
         }
     };
     let cmdline = Cmdline::new(boot.cmdline);
     console::init_logger(console::level_from_cmdline(cmdline.get("log")));
-    log::info!("boot: {} via {:?}", vmm.name(), boot.protocol);
+    log::info!("boot: {} via {:?}", platform.name(), boot.protocol);
     log::debug!("boot: memory map: {:?}", boot.memory_map);
 
     // The boot structures may sit in page 0, which the kernel's tables leave unmapped: keep a
     // copy of the command line; `boot` is not used once `memory::init` switches tables.
     runtime::set_cmdline(boot.cmdline);
-    memory::init(&boot);
-    vmm.init_time();
+    let facts = BootFacts {
+        acpi: acpi_power_control(boot.rsdp),
+    };
+    memory::init(&boot, platform.shared_pages());
+    platform.init_after_memory(&facts);
     runtime::run()
+}
+
+/// Reads how to power off from the ACPI tables (the RSDP from the boot protocol, else the BIOS
+/// areas), while the boot identity map still reaches them. Missing or broken tables are logged:
+/// the platform then has fewer ways to end the VM, nothing worse.
+fn acpi_power_control(rsdp: Option<u64>) -> Option<ringbolt_acpi::PowerControl> {
+    let rsdp = rsdp.or_else(|| ringbolt_acpi::find_rsdp(&BootIdentityMap))?;
+    match ringbolt_acpi::power_control(&BootIdentityMap, rsdp) {
+        Ok(power) => {
+            log::debug!("acpi: {power:?}");
+            Some(power)
+        }
+        Err(e) => {
+            log::warn!("acpi: {e}");
+            None
+        }
+    }
 }

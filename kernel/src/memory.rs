@@ -111,7 +111,7 @@ pub(crate) fn stats() -> MemoryStats {
 }
 
 /// Sets up the frame allocator, switches to the kernel's page tables and enables the heap.
-pub(crate) fn init(boot: &BootInfo<'_>) {
+pub(crate) fn init(boot: &BootInfo<'_>, shared_pages: &[PhysAddr]) {
     let total = boot.memory_map.usable_bytes();
     let _ = TOTAL_BYTES.set(total);
     {
@@ -152,6 +152,21 @@ pub(crate) fn init(boot: &BootInfo<'_>) {
             true,
         )
         .unwrap_or_else(|e| panic!("memory: identity map up to {identity_end:#x} failed: {e:?}"));
+    let shared_flags =
+        PageTableFlags::PRESENT | PageTableFlags::WRITABLE | PageTableFlags::NO_EXECUTE;
+    for &page in shared_pages {
+        let page = page.align_down(FRAME_SIZE);
+        match mapper.map(
+            VirtAddr::new(page.as_u64()),
+            page,
+            ringbolt_mm::PageSize::Size4K,
+            shared_flags,
+        ) {
+            // Inside the identity map already (shared pages in RAM).
+            Ok(()) | Err(MapError::AlreadyMapped | MapError::HugePageInTheWay) => {}
+            Err(e) => panic!("memory: cannot map shared page {page:?}: {e:?}"),
+        }
+    }
     // Only the address is taken (no unsafe needed): the page below the boot stack.
     let guard = VirtAddr::new(&raw const boot_stack_guard as u64);
     if let Err(e) = mapper.unmap(guard) {

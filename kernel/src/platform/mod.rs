@@ -9,6 +9,7 @@ use x86_64::PhysAddr;
 
 use hermit_sync::OnceCell;
 
+pub(crate) mod hvm;
 pub(crate) mod pvh_vmm;
 
 /// How the VM ends.
@@ -55,8 +56,24 @@ pub(crate) trait Platform: Sync {
     /// Makes `root` the active top-level page table.
     fn activate_page_table(&self, root: PhysAddr);
 
+    /// Pages the platform shares with the hypervisor (console ring, ...) that the kernel's
+    /// page tables must keep identity-mapped.
+    fn shared_pages(&self) -> &[PhysAddr];
+
+    /// Bring-up that needs the kernel's page tables and frame allocator: clock calibration,
+    /// timers, pages the hypervisor shares. `facts` is what the entry read from boot memory
+    /// before the boot page tables went away.
+    fn init_after_memory(&self, facts: &BootFacts);
+
     /// Ends the VM; never returns.
     fn shutdown(&self, status: ExitStatus) -> !;
+}
+
+/// What the entry gathers from loader memory for the platform's second stage.
+#[derive(Debug, Default)]
+pub(crate) struct BootFacts {
+    /// How ACPI says to power off, if the VMM provides ACPI tables.
+    pub(crate) acpi: Option<ringbolt_acpi::PowerControl>,
 }
 
 static PLATFORM: OnceCell<&'static dyn Platform> = OnceCell::new();

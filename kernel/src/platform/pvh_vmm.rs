@@ -1,37 +1,46 @@
 //! PVH on a plain VMM (QEMU `pc`/`microvm`, Firecracker-style): PC hardware emulated.
 //!
-//! Console: COM1 (16550). Clock: TSC. Timer: local APIC one-shot. Wall clock: CMOS RTC.
-//! Shutdown: QEMU's `isa-debug-exit` device at port 0xf4, then ACPI power-off via the PM1a
-//! control port QEMU's firmware sets up, then halt.
+//! Console: COM1 (16550). Clock: TSC. Timer: local APIC one-shot. Wall clock: CMOS RTC (the
+//! century register from ACPI's FADT). Shutdown: QEMU's `isa-debug-exit` device at port 0xf4
+//! (so a harness sees the exit code), then ACPI S5 as the FADT describes it (PM1 control
+//! ports, or the sleep control register on hardware-reduced ACPI such as `microvm`), then halt.
+
+use core::ptr::NonNull;
 
 use hermit_sync::{OnceCell, SpinMutex};
+use ringbolt_acpi::{AddressSpace, Pm1Sleep, PowerControl};
 use ringbolt_cmos_rtc::{CmosPorts, Rtc};
 use ringbolt_time::{Instant, TscScale};
 use uart_16550::Uart16550;
 use uart_16550::backend::PioBackend;
 use x86_64::PhysAddr;
-use x86_64::registers::control::{Cr3, Cr3Flags};
-use x86_64::structures::paging::PhysFrame;
 
-use super::{ExitStatus, Platform};
+use super::{BootFacts, ExitStatus, Platform, hvm};
 use crate::tsc::{self, TscClock};
-use crate::{apic, cpu};
+use crate::{apic, cpu, memory};
 
 const COM1: u16 = 0x3f8;
 const DEBUG_EXIT_PORT: u16 = 0xf4;
-/// PM1a control block QEMU's firmware (SeaBIOS/qboot on `pc`, `q35`) programs: 0x600 + 4.
-const ACPI_PM1A_CONTROL: u16 = 0x604;
-/// SLP_TYP = S5 (0 on QEMU's PIIX4 and ICH9 DSDTs) | SLP_EN.
-const ACPI_SLEEP_S5: u16 = 1 << 13;
-/// The IBM PC/AT convention for the RTC century byte, which QEMU's MC146818 follows; on real
-/// boards ACPI's FADT names it.
-const CMOS_CENTURY_REGISTER: u8 = 0x32;
+
+/// How to enter S5, resolved at boot so the shutdown path neither parses nor maps anything.
+#[derive(Debug)]
+enum PowerOff {
+    Pm1(Pm1Sleep),
+    SleepControlPort { port: u16, value: u8 },
+    SleepControlMmio { register: NonNull<u8>, value: u8 },
+}
+
+// SAFETY: the MMIO pointer names a device register, not Rust data; one CPU uses it.
+unsafe impl Send for PowerOff {}
+// SAFETY: as above.
+unsafe impl Sync for PowerOff {}
 
 pub(crate) struct PvhVmm {
     uart: SpinMutex<Option<Uart16550<PioBackend>>>,
     clock: TscClock,
     /// Unix time (ns) read from the RTC and the monotonic instant it was read at.
     wall_base: OnceCell<(u64, Instant)>,
+    power_off: OnceCell<PowerOff>,
 }
 
 static PVH_VMM: OnceCell<PvhVmm> = OnceCell::new();
@@ -48,14 +57,15 @@ pub(crate) fn init(tsc_at_entry: u64) -> &'static PvhVmm {
             uart: SpinMutex::new(uart),
             clock: TscClock::new(tsc_at_entry),
             wall_base: OnceCell::new(),
+            power_off: OnceCell::new(),
         }
     })
 }
 
 impl PvhVmm {
-    /// Calibrates the TSC, starts the APIC timer and reads the RTC. Needs the heap-free kernel
-    /// page tables (the xAPIC page is mapped on demand).
-    pub(crate) fn init_time(&self) {
+    /// Calibrates the TSC, starts the APIC timer and reads the RTC (`century`: the FADT's
+    /// CMOS century register, if any).
+    fn init_time(&self, century: Option<u8>) {
         let Some((hz, source)) = tsc::calibrate() else {
             panic!("time: cannot calibrate the TSC (no CPUID frequency, no PIT)");
         };
@@ -63,12 +73,58 @@ impl PvhVmm {
             TscScale::from_hz(hz).unwrap_or_else(|| panic!("time: unusable TSC frequency {hz} Hz"));
         self.clock.set_scale(scale);
         log::info!("tsc: {} kHz ({source:?})", hz / 1000);
+        disable_legacy_pics();
         apic::init(hz);
-        match Rtc::new(CmosPortIo, Some(CMOS_CENTURY_REGISTER)).read_unix() {
+        match Rtc::new(CmosPortIo, century).read_unix() {
             Ok(secs) => {
                 let _ = self.wall_base.set((secs * 1_000_000_000, self.clock.now()));
             }
             Err(e) => log::warn!("rtc: no wall clock: {e}"),
+        }
+    }
+}
+
+/// Turns the FADT's description into something the shutdown path can execute without help.
+fn resolve_power_off(power: &PowerControl) -> Option<PowerOff> {
+    if let Some(sleep) = &power.sleep_control {
+        let value = sleep.value();
+        return match sleep.register.space {
+            AddressSpace::SystemIo => u16::try_from(sleep.register.address)
+                .ok()
+                .map(|port| PowerOff::SleepControlPort { port, value }),
+            AddressSpace::SystemMemory => {
+                let register = memory::map_mmio(PhysAddr::new(sleep.register.address), 1);
+                NonNull::new(register.as_mut_ptr())
+                    .map(|register| PowerOff::SleepControlMmio { register, value })
+            }
+            AddressSpace::Other(space) => {
+                log::warn!("acpi: sleep control register in address space {space}: unsupported");
+                None
+            }
+        };
+    }
+    power.pm1.map(PowerOff::Pm1)
+}
+
+/// ACPI S5 (ACPI 6.x, 7.4.2 and 4.8.3.7): write SLP_TYP | SLP_EN.
+fn enter_s5(power_off: &PowerOff) {
+    // SAFETY: the ports and the register come from the FADT, which names them as the sleep
+    // controls; writing them powers the machine off and touches no memory. The MMIO register
+    // was mapped uncached at boot (`resolve_power_off`).
+    unsafe {
+        match *power_off {
+            PowerOff::Pm1(pm1) => {
+                let current = cpu::inw(pm1.pm1a_control);
+                if let Some(pm1b) = pm1.pm1b_control {
+                    let current_b = cpu::inw(pm1b);
+                    cpu::outw(pm1b, pm1.pm1b_value(current_b));
+                }
+                cpu::outw(pm1.pm1a_control, pm1.pm1a_value(current));
+            }
+            PowerOff::SleepControlPort { port, value } => cpu::outb(port, value),
+            PowerOff::SleepControlMmio { register, value } => {
+                register.as_ptr().write_volatile(value)
+            }
         }
     }
 }
@@ -126,45 +182,60 @@ impl Platform for PvhVmm {
     }
 
     fn wait_for_event(&self, deadline: Option<Instant>) {
-        match deadline {
-            Some(deadline) => {
-                let now = self.clock.now();
-                if deadline <= now {
-                    return;
-                }
-                apic::arm_oneshot((deadline - now).as_nanos() as u64);
-            }
-            None => apic::disarm(),
-        }
-        // `sti; hlt` back to back: an interrupt arriving between the deadline check and the
-        // halt is taken right after `sti`'s one-instruction shadow ends, i.e. it wakes the hlt.
-        x86_64::instructions::interrupts::enable_and_hlt();
-        x86_64::instructions::interrupts::disable();
+        hvm::wait_for_event(self.clock.now(), deadline);
     }
 
     fn write_pte(&self, table: PhysAddr, index: usize, value: u64) {
-        assert!(index < 512, "page-table index {index} out of range");
-        // SAFETY: `table` is a page-table frame from `memory::PlatformPageTables` (identity-mapped,
-        // 4 KiB aligned) and index < 512 keeps the store inside it. The mapper only writes entries
-        // that map memory it was asked to map, so no live mapping changes under running code.
-        unsafe { core::ptr::write_volatile((table.as_u64() as *mut u64).add(index), value) };
+        hvm::write_pte(table, index, value);
     }
 
     fn activate_page_table(&self, root: PhysAddr) {
-        let frame = PhysFrame::from_start_address(root).expect("page-table root not frame-aligned");
-        // SAFETY: `root` is a complete PML4 built by `memory::init` that identity-maps the
-        // kernel image, its stack and every structure in use, so execution continues unchanged.
-        unsafe { Cr3::write(frame, Cr3Flags::empty()) };
+        hvm::activate_page_table(root);
+    }
+
+    fn shared_pages(&self) -> &[PhysAddr] {
+        &[]
+    }
+
+    fn init_after_memory(&self, facts: &BootFacts) {
+        let acpi = facts.acpi.as_ref();
+        self.init_time(acpi.and_then(|power| power.rtc_century));
+        if let Some(power_off) = acpi.and_then(resolve_power_off) {
+            let _ = self.power_off.set(power_off);
+        }
     }
 
     fn shutdown(&self, status: ExitStatus) -> ! {
         // SAFETY: writing to the debug-exit port ends the VM (QEMU exits with (code << 1) | 1);
-        // without the device the write is ignored. Then ACPI S5 on the PM1a control block QEMU's
-        // firmware programs. Neither touches memory.
-        unsafe {
-            cpu::outb(DEBUG_EXIT_PORT, status.code());
-            cpu::outw(ACPI_PM1A_CONTROL, ACPI_SLEEP_S5);
+        // without the device the write is ignored. No memory effect.
+        unsafe { cpu::outb(DEBUG_EXIT_PORT, status.code()) };
+        match self.power_off.get() {
+            Some(power_off) => enter_s5(power_off),
+            None => log::error!("shutdown: no ACPI power-off method; halting"),
         }
         cpu::halt_forever()
+    }
+}
+
+/// Remaps both 8259s to vectors 0x20-0x2f and masks every line: firmware may leave the PIT's
+/// IRQ 0 routed to vector 8, which would look like a double fault the first time we `sti`.
+fn disable_legacy_pics() {
+    const PIC1_COMMAND: u16 = 0x20;
+    const PIC1_DATA: u16 = 0x21;
+    const PIC2_COMMAND: u16 = 0xa0;
+    const PIC2_DATA: u16 = 0xa1;
+    // SAFETY: the 8259 ports on a PC-compatible VMM; the ICW sequence only changes which vectors
+    // the PICs would raise, and the final masks silence them. No memory effect.
+    unsafe {
+        cpu::outb(PIC1_COMMAND, 0x11); // ICW1: init, ICW4 follows
+        cpu::outb(PIC2_COMMAND, 0x11);
+        cpu::outb(PIC1_DATA, 0x20); // ICW2: vector base
+        cpu::outb(PIC2_DATA, 0x28);
+        cpu::outb(PIC1_DATA, 0x04); // ICW3: slave on IRQ 2
+        cpu::outb(PIC2_DATA, 0x02);
+        cpu::outb(PIC1_DATA, 0x01); // ICW4: 8086 mode
+        cpu::outb(PIC2_DATA, 0x01);
+        cpu::outb(PIC1_DATA, 0xff);
+        cpu::outb(PIC2_DATA, 0xff);
     }
 }
