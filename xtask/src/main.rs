@@ -9,6 +9,7 @@
 mod bench;
 mod boot_tests;
 mod floor;
+mod fuzz;
 mod install;
 mod qemu;
 
@@ -35,6 +36,9 @@ usage: cargo xtask <verb> [options]
       Host unit tests, fmt and clippy, boot tests on QEMU; all three unless some are named.
   bench boot [--runs N] [--machine pc|microvm] [--kvm]
       Boot time of hello against the floor image (release build, default 5 runs).
+  fuzz [--seconds N] [TARGET...]
+      Run the cargo-fuzz targets (all unless named) for N seconds each (default 60); needs
+      nightly and cargo-fuzz.
 ";
 
 fn main() -> ExitCode {
@@ -53,6 +57,7 @@ fn dispatch(mut args: Args) -> Result<ExitCode, String> {
         Some("run") => run_verb(args),
         Some("test") => test_verb(args),
         Some("bench") => bench_verb(args),
+        Some("fuzz") => fuzz_verb(args),
         Some("help") => help(),
         None if args.flag("--help") || args.flag("-h") => help(),
         None => Err(format!("no verb given\n{USAGE}")),
@@ -206,6 +211,20 @@ fn bench_verb(mut args: Args) -> Result<ExitCode, String> {
     let hello = build("hello", true)?;
     let floor = floor::write(&target_dir()?)?;
     bench::boot(&hello, &floor, runs, machine, kvm)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn fuzz_verb(mut args: Args) -> Result<ExitCode, String> {
+    let seconds = args.parsed("--seconds", 60)?;
+    let mut targets = Vec::new();
+    while let Some(target) = args.positional() {
+        targets.push(target);
+    }
+    args.finish()?;
+    if targets.is_empty() {
+        targets = fuzz::TARGETS.iter().map(|t| t.to_string()).collect();
+    }
+    fuzz::run(workspace_root(), &targets, seconds)?;
     Ok(ExitCode::SUCCESS)
 }
 
