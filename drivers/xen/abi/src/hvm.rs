@@ -1,0 +1,4 @@
+//! `xen/include/public/hvm/`: what HVM and PVH guests ask of the hypervisor.
+
+pub mod hvm_op;
+pub mod params;

@@ -1,0 +1,3 @@
+//! `xen/include/public/io/`: the split-driver protocols.
+
+pub mod console;
