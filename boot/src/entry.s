@@ -10,8 +10,8 @@
 //   2. Build boot page tables identity-mapping the low 4 GiB with 2 MiB pages. That covers the
 //      image, the boot structures and the local APIC; the kernel replaces them with its own
 //      tables (ringbolt-mm) as soon as it knows the memory map.
-//   3. PAE + EFER.LME/NXE + CR0.PG -> long mode (compatibility), far return into a 64-bit
-//      code segment, then set up a 64 KiB stack and call
+//   3. PAE + EFER.LME/NXE + CR0.PG -> long mode (compatibility), a 64 KiB stack, a far
+//      return into a 64-bit code segment, then call
 //      ringbolt_pvh_start(start_info_paddr: u32) -> ! with the System V ABI.
 // The stack and tables live in .bss: the image stays small.
 
@@ -73,6 +73,7 @@ pvh_start32:
     mov cr0, eax
 
     lgdt [boot_gdt_pointer]
+    lea esp, [boot_stack_top]       // PVH leaves %esp undefined (Xen: 0) and retf needs a stack
     push 0x08                       // 64-bit code selector
     lea eax, [long_mode_start]
     push eax
@@ -94,6 +95,15 @@ long_mode_start:
 3:  cli
     hlt
     jmp 3b
+
+// Xen's hypercall page: Xen writes one 32-byte stub per hypercall into it (PVH/HVM: when the
+// kernel writes its address to the MSR CPUID names; PV: at domain build, via
+// XEN_ELFNOTE_HYPERCALL_PAGE). Filled with int3 so a call before that traps loudly.
+.section .text.hypercall_page, "ax"
+.p2align 12
+.global hypercall_page
+hypercall_page:
+    .fill 4096, 1, 0xcc
 
 .section .rodata
 .p2align 4

@@ -6,14 +6,17 @@ use ringbolt_boot::{BootInfo, Cmdline};
 
 use crate::console::{self, Console};
 use crate::memory::{self, BootIdentityMap};
-use crate::platform::{self, BootFacts, ExitStatus, Platform, pvh_vmm};
-use crate::{cpu, runtime, traps};
+use crate::platform::{self, BootFacts, ExitStatus, Platform, pvh_vmm, xen_pvh};
+use crate::{cpu, runtime, traps, xen};
 
 /// Entered from `boot/src/entry.s` in long mode on the boot stack, interrupts off.
 #[unsafe(no_mangle)]
 extern "C" fn ringbolt_pvh_start(start_info_paddr: u32) -> ! {
     let tsc_at_entry = cpu::rdtsc();
-    let platform: &'static dyn Platform = pvh_vmm::init(tsc_at_entry);
+    let platform: &'static dyn Platform = match xen::detect() {
+        Some(xen) => xen_pvh::init(tsc_at_entry, xen),
+        None => pvh_vmm::init(tsc_at_entry),
+    };
     platform::install(platform);
     console::init_logger(log::LevelFilter::Info);
     traps::init();
@@ -57,7 +60,7 @@ fn acpi_power_control(rsdp: Option<u64>) -> Option<ringbolt_acpi::PowerControl> 
             Some(power)
         }
         Err(e) => {
-            log::warn!("acpi: {e}");
+            log::debug!("acpi: no power-off information: {e}");
             None
         }
     }

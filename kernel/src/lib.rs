@@ -46,9 +46,11 @@ mod memory;
 mod panic;
 mod platform;
 mod runtime;
+mod shared_page;
 mod single_cpu;
 mod traps;
 mod tsc;
+mod xen;
 
 pub mod app;
 pub mod console;

@@ -110,6 +110,11 @@ pub(crate) fn stats() -> MemoryStats {
     }
 }
 
+/// One 4 KiB frame, identity-mapped (for pages shared with the hypervisor, DMA buffers).
+pub(crate) fn allocate_frame() -> Option<PhysAddr> {
+    FRAMES.lock().allocate()
+}
+
 /// Sets up the frame allocator, switches to the kernel's page tables and enables the heap.
 pub(crate) fn init(boot: &BootInfo<'_>, shared_pages: &[PhysAddr]) {
     let total = boot.memory_map.usable_bytes();

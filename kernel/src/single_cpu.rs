@@ -21,3 +21,20 @@ impl<T> SingleCpu<T> {
         f(&mut self.0.borrow_mut())
     }
 }
+
+/// Locks `mutex`, or takes it over if it is already held.
+///
+/// Only for the console: on one CPU, with interrupt handlers that never print, the console lock
+/// can be found taken only when a fault hit inside a console write, and that fault ends in the
+/// panic handler, which never returns to the interrupted writer.
+pub(crate) fn lock_or_take_over<T>(
+    mutex: &hermit_sync::SpinMutex<T>,
+) -> hermit_sync::SpinMutexGuard<'_, T> {
+    if let Some(guard) = mutex.try_lock() {
+        return guard;
+    }
+    // SAFETY: per the function's doc, the holder is a writer that will never run again, so no
+    // two guards are ever used at once.
+    unsafe { mutex.force_unlock() };
+    mutex.lock()
+}

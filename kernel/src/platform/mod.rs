@@ -11,6 +11,7 @@ use hermit_sync::OnceCell;
 
 pub(crate) mod hvm;
 pub(crate) mod pvh_vmm;
+pub(crate) mod xen_pvh;
 
 /// How the VM ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

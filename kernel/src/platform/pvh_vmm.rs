@@ -16,6 +16,7 @@ use uart_16550::backend::PioBackend;
 use x86_64::PhysAddr;
 
 use super::{BootFacts, ExitStatus, Platform, hvm};
+use crate::single_cpu::lock_or_take_over;
 use crate::tsc::{self, TscClock};
 use crate::{apic, cpu, memory};
 
@@ -149,17 +150,7 @@ impl Platform for PvhVmm {
     }
 
     fn console_write(&self, bytes: &[u8]) {
-        let mut uart = match self.uart.try_lock() {
-            Some(uart) => uart,
-            None => {
-                // Only a fault inside a console write can find the lock taken (one CPU, and
-                // interrupt handlers never print), and that fault ends in the panic handler
-                // which never returns to the holder.
-                // SAFETY: the holder is the interrupted writer, which will never run again.
-                unsafe { self.uart.force_unlock() };
-                self.uart.lock()
-            }
-        };
+        let mut uart = lock_or_take_over(&self.uart);
         let Some(uart) = uart.as_mut() else { return };
         for line in bytes.split_inclusive(|&b| b == b'\n') {
             match line.split_last() {
