@@ -58,12 +58,12 @@ impl PhysMemory for BootIdentityMap {
         if paddr == 0 || end > BOOT_MAPPED_END {
             return None;
         }
-        // SAFETY: 1. [paddr, end) lies inside (0, 4 GiB), which the boot tables map identity,
-        // so the pointer is valid and non-null for `len` bytes. Loaders put structures in page
-        // 0 too (QEMU's PVH ROM does), which the kernel's tables leave unmapped: the boot info
-        // is used only before `init` switches tables, and the entry copies what outlives it.
-        // 2. The bytes are only read, as u8 (no alignment or validity requirement). 3. Nothing
-        // in the kernel writes to boot structures, so no &mut aliases them.
+        // Loaders put structures in page 0 too (QEMU's PVH ROM does), which the kernel's tables
+        // leave unmapped: boot info is used only before `init` switches tables, and the entry
+        // copies what outlives it.
+        // SAFETY: 1. [paddr, end) is inside (0, 4 GiB), identity-mapped by the boot tables:
+        // valid and non-null for `len` bytes. 2. Read only, as u8 (no alignment or validity
+        // requirement). 3. Nothing in the kernel writes boot structures: no &mut aliases them.
         Some(unsafe { core::slice::from_raw_parts(paddr as *const u8, len) })
     }
 }
