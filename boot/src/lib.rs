@@ -6,7 +6,7 @@
 //!
 //! - **No direct memory access.** The parsers reach physical memory only through
 //!   [`PhysMemory::read`], which the kernel bounds by what its boot page tables map. Host tests
-//!   and the fuzz targets use [`fake::FakeMemory`] instead (feature `fake`).
+//!   and the fuzz targets use `fake::FakeMemory` instead (feature `fake`).
 //! - **Copy once, then validate.** Each structure is fetched once and its fields are copied out
 //!   before any decision is made, so a value checked is the value used (no double fetch).
 //! - **Checked views and reprs, the smoltcp way.** [`hvm_start_info`] has byte-range views
