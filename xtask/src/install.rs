@@ -90,7 +90,7 @@ fn mentions_backports(text: &str) -> bool {
 }
 
 /// `program args`, through sudo unless we are root.
-fn as_root(program: &str, args: &[&str]) -> Result<Command, String> {
+pub fn as_root(program: &str, args: &[&str]) -> Result<Command, String> {
     if effective_uid() == Some(0) {
         let mut cmd = Command::new(program);
         cmd.args(args);
@@ -121,7 +121,7 @@ fn parse_effective_uid(status: &str) -> Option<u32> {
 }
 
 /// Prints and runs one setup command, failing if it does.
-fn run_step(cmd: &mut Command) -> Result<(), String> {
+pub fn run_step(cmd: &mut Command) -> Result<(), String> {
     let shown = std::iter::once(cmd.get_program())
         .chain(cmd.get_args())
         .map(|arg| arg.to_string_lossy())

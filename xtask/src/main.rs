@@ -12,6 +12,7 @@ mod floor;
 mod fuzz;
 mod install;
 mod qemu;
+mod xen;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -23,7 +24,7 @@ use qemu::{Machine, Vm};
 /// The bare-metal target every kernel image is built for.
 pub const TARGET: &str = "x86_64-unknown-none";
 
-const USAGE: &str = "\
+const USAGE_HEAD: &str = "\
 usage: cargo xtask <verb> [options]
 
   build --app NAME [--release]
@@ -32,14 +33,19 @@ usage: cargo xtask <verb> [options]
       [--timeout SECS]
       Build, boot on QEMU (TCG unless --kvm), stream the console, exit with the app's code.
       Defaults: --mem 128 --machine pc --timeout 60.
-  test [host] [lint] [boot]
-      Host unit tests, fmt and clippy, boot tests on QEMU; all three unless some are named.
+  test [host] [lint] [boot] [xen]
+      Host unit tests, fmt and clippy, boot tests on QEMU; those three unless stages are
+      named. xen (hello on real Xen, see below) runs only when named.
   bench boot [--runs N] [--machine pc|microvm] [--kvm]
       Boot time of hello against the floor image (release build, default 5 runs).
   fuzz [--seconds N] [TARGET...]
       Run the cargo-fuzz targets (all unless named) for N seconds each (default 60); needs
       nightly and cargo-fuzz.
 ";
+
+fn usage() -> String {
+    format!("{USAGE_HEAD}{}", xen::USAGE)
+}
 
 fn main() -> ExitCode {
     match dispatch(Args::new(std::env::args().skip(1).collect())) {
@@ -58,15 +64,18 @@ fn dispatch(mut args: Args) -> Result<ExitCode, String> {
         Some("test") => test_verb(args),
         Some("bench") => bench_verb(args),
         Some("fuzz") => fuzz_verb(args),
+        Some("xen") => xen::xen_verb(args),
+        Some("xen-smoke") => xen::smoke_verb(args),
+        Some("xen-selftest") => xen::selftest_verb(args),
         Some("help") => help(),
         None if args.flag("--help") || args.flag("-h") => help(),
-        None => Err(format!("no verb given\n{USAGE}")),
-        Some(other) => Err(format!("unknown verb {other:?}\n{USAGE}")),
+        None => Err(format!("no verb given\n{}", usage())),
+        Some(other) => Err(format!("unknown verb {other:?}\n{}", usage())),
     }
 }
 
 fn help() -> Result<ExitCode, String> {
-    print!("{USAGE}");
+    print!("{}", usage());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -148,7 +157,9 @@ const STEPS: &[Step] = &[
     },
 ];
 
-const STAGES: [&str; 3] = ["host", "lint", "boot"];
+/// `xen` is opt-in: it needs a kernel that boots on Xen and a minute or more of TCG per case.
+const STAGES: [&str; 4] = ["host", "lint", "boot", "xen"];
+const DEFAULT_STAGES: [&str; 3] = ["host", "lint", "boot"];
 
 fn test_verb(mut args: Args) -> Result<ExitCode, String> {
     let mut stages = Vec::new();
@@ -161,7 +172,13 @@ fn test_verb(mut args: Args) -> Result<ExitCode, String> {
         stages.push(stage);
     }
     args.finish()?;
-    let selected = |stage: &str| stages.is_empty() || stages.iter().any(|s| s == stage);
+    let selected = |stage: &str| {
+        if stages.is_empty() {
+            DEFAULT_STAGES.contains(&stage)
+        } else {
+            stages.iter().any(|s| s == stage)
+        }
+    };
 
     install::ensure_target()?;
     let mut failed_steps = Vec::new();
@@ -181,6 +198,13 @@ fn test_verb(mut args: Args) -> Result<ExitCode, String> {
         install::ensure_qemu()?;
         println!("xtask: boot tests (QEMU, TCG)");
         tally = boot_tests::run_all(&build("hello", false));
+    }
+    if selected("xen") {
+        install::ensure_qemu()?;
+        println!("xtask: Xen tests (QEMU TCG, Xen 4.17, Linux dom0)");
+        let xen = xen::test_stage(&build("hello", false));
+        tally.passed += xen.passed;
+        tally.failed += xen.failed;
     }
     if !failed_steps.is_empty() {
         println!("xtask: failed steps: {}", failed_steps.join(", "));
@@ -379,7 +403,7 @@ impl Args {
 
     fn required(&mut self, name: &str) -> Result<String, String> {
         self.value(name)?
-            .ok_or_else(|| format!("{name} is required\n{USAGE}"))
+            .ok_or_else(|| format!("{name} is required\n{}", usage()))
     }
 
     fn parsed<T: std::str::FromStr>(&mut self, name: &str, default: T) -> Result<T, String> {
@@ -395,7 +419,7 @@ impl Args {
     fn finish(self) -> Result<(), String> {
         match self.rest.first() {
             None => Ok(()),
-            Some(arg) => Err(format!("unexpected argument {arg:?}\n{USAGE}")),
+            Some(arg) => Err(format!("unexpected argument {arg:?}\n{}", usage())),
         }
     }
 }

@@ -95,6 +95,8 @@ pub enum Outcome {
     Panicked,
     /// Killed by xtask after this long.
     Timeout(Duration),
+    /// Killed by xtask because the caller's line watcher had seen enough (see [`watch`]).
+    Stopped,
     /// QEMU ended without a guest exit code: its status (None if killed by a signal) and the
     /// tail of its stderr.
     QemuFailed(Option<i32>, String),
@@ -116,6 +118,7 @@ impl fmt::Display for Outcome {
             Self::Exited(code) => write!(f, "exited with status {code}"),
             Self::Panicked => f.write_str("panicked"),
             Self::Timeout(after) => write!(f, "timed out after {} s", after.as_secs()),
+            Self::Stopped => f.write_str("stopped by xtask"),
             Self::QemuFailed(status, stderr) => {
                 match status {
                     Some(status) => write!(f, "failed: qemu exited with status {status}")?,
@@ -144,9 +147,35 @@ pub struct Run {
     pub elapsed: Duration,
 }
 
+/// What a [`watch`] callback wants after seeing a console line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    /// Kill QEMU now: the run has said all it will (e.g. Xen halted without powering off).
+    Stop,
+}
+
 /// Spawns `cmd` (a QEMU command line) and waits for it, killing it after `timeout`.
 /// With `echo`, console lines are copied to stdout as they arrive.
-pub fn run(mut cmd: Command, timeout: Duration, echo: bool) -> Result<Run, String> {
+pub fn run(cmd: Command, timeout: Duration, echo: bool) -> Result<Run, String> {
+    watch(cmd, timeout, |_, line| {
+        if echo {
+            let mut out = std::io::stdout().lock();
+            // A closed stdout (e.g. `| head`) must not abort the run; QEMU still exits.
+            let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+        }
+        Flow::Continue
+    })
+}
+
+/// Like [`run`], but hands every console line to `on_line` with its arrival time since the
+/// spawn, and kills QEMU when `on_line` returns [`Flow::Stop`] (the outcome is then
+/// [`Outcome::Stopped`]). Callers that judge a run from its console (the Xen harness) use this.
+pub fn watch(
+    mut cmd: Command,
+    timeout: Duration,
+    mut on_line: impl FnMut(Duration, &str) -> Flow,
+) -> Result<Run, String> {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -181,16 +210,18 @@ pub fn run(mut cmd: Command, timeout: Duration, echo: bool) -> Result<Run, Strin
     let mut console = Vec::new();
     let mut first_line = None;
     let mut timed_out = false;
+    let mut stopped = false;
     loop {
         match lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
             Ok((at, line)) => {
                 first_line.get_or_insert(at - start);
-                if echo {
-                    let mut out = std::io::stdout().lock();
-                    // A closed stdout (e.g. `| head`) must not abort the run; QEMU still exits.
-                    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
-                }
+                let flow = on_line(at - start, &line);
                 console.push(line);
+                if flow == Flow::Stop {
+                    stopped = true;
+                    child.kill().map_err(|e| format!("killing {QEMU}: {e}"))?;
+                    break;
+                }
             }
             Err(RecvTimeoutError::Disconnected) => break,
             Err(RecvTimeoutError::Timeout) => {
@@ -214,6 +245,8 @@ pub fn run(mut cmd: Command, timeout: Duration, echo: bool) -> Result<Run, Strin
     let status = exit.code();
     let outcome = if timed_out {
         Outcome::Timeout(timeout)
+    } else if stopped {
+        Outcome::Stopped
     } else {
         classify(status, &console, &stderr)
     };
@@ -375,6 +408,7 @@ mod tests {
         assert_eq!(Outcome::Exited(42).exit_code(), 42);
         assert_eq!(Outcome::Panicked.exit_code(), 1);
         assert_eq!(Outcome::Timeout(Duration::ZERO).exit_code(), 1);
+        assert_eq!(Outcome::Stopped.exit_code(), 1);
     }
 
     #[test]
@@ -427,6 +461,27 @@ mod tests {
         assert_eq!(run.status, Some(3));
         assert_eq!(run.outcome, Outcome::Exited(1));
         assert!(run.first_line.unwrap() <= run.elapsed);
+    }
+
+    #[test]
+    fn watch_stops_when_the_callback_asks() {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "echo one; echo halt; exec sleep 30"]);
+        let started = Instant::now();
+        let mut seen = Vec::new();
+        let run = watch(cmd, Duration::from_secs(20), |at, line| {
+            seen.push((at, line.to_owned()));
+            if line == "halt" {
+                Flow::Stop
+            } else {
+                Flow::Continue
+            }
+        })
+        .unwrap();
+        assert_eq!(run.outcome, Outcome::Stopped);
+        assert_eq!(run.console, ["one", "halt"]);
+        assert!(seen[0].0 <= seen[1].0, "arrival times are monotonic");
+        assert!(started.elapsed() < Duration::from_secs(10));
     }
 
     #[test]
