@@ -9,6 +9,9 @@ use crate::hvm_start_info::{
     ModlistEntry, StartInfo, Table,
 };
 use crate::memory_map::{MemoryMap, RegionKind};
+use crate::xen_start_info::{
+    self, CMD_LINE_OFFSET, MAX_GUEST_CMDLINE, START_INFO_LEN, StartInfoError, XenPvInfo,
+};
 
 /// The most modules [`BootInfo`] holds. Ringbolt apps take at most an initrd-like blob or two.
 pub const MAX_MODULES: usize = 16;
@@ -29,15 +32,23 @@ const fn occupied_module_cmdline(index: usize) -> usize {
     occupied_module(index) + 1
 }
 const OCCUPIED_SLOTS: usize = occupied_module(MAX_MODULES);
+/// Xen PV uses the first three slots, in the order of xen.h's start-of-day layout: the module,
+/// the P2M list, then the span from start_info through the bootstrap padding.
+const OCCUPIED_XEN_MODULE: usize = 0;
+const OCCUPIED_XEN_MFN_LIST: usize = 1;
+const OCCUPIED_XEN_BOOTSTRAP: usize = 2;
 
 /// How the kernel was booted.
 ///
-/// Xen PV (`start_info`) is the next variant; everything protocol-specific stays in here and in
-/// the parser, so the rest of [`BootInfo`] means the same for every protocol.
+/// Everything protocol-specific stays in here and in the parsers, so the rest of [`BootInfo`]
+/// means the same for every protocol.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BootProtocol {
     /// The PVH entry point (`XEN_ELFNOTE_PHYS32_ENTRY`) with an `hvm_start_info`.
     Pvh { version: u32 },
+    /// A Xen PV guest, started with a `start_info`: the machine frames, event channels and
+    /// bootstrap layout a PV kernel needs besides the protocol-independent fields.
+    XenPv(XenPvInfo),
 }
 
 /// A module (initrd, data blob) the loader placed in physical memory. Its contents are not read
@@ -61,14 +72,15 @@ const NO_MODULE: Module<'static> = Module {
 #[derive(Clone)]
 pub struct BootInfo<'a> {
     pub protocol: BootProtocol,
-    /// Protocol flags as given (PVH: `SIF_*` from `xen/include/public/xen.h`).
+    /// Protocol flags as given (PVH and Xen PV: `SIF_*` from `xen/include/public/xen.h`).
     pub flags: u32,
     /// The kernel command line; `""` when there is none.
     pub cmdline: &'a str,
     pub memory_map: MemoryMap,
-    /// Physical address of the ACPI RSDP, if the loader passed one.
+    /// Physical address of the ACPI RSDP, if the loader passed one (never for Xen PV).
     pub rsdp: Option<u64>,
-    /// Where the protocol's start-of-day structure is.
+    /// Where the protocol's start-of-day structure is. For Xen PV, its virtual address, which
+    /// is also its pseudo-physical one while the kernel's `VIRT_BASE` is 0.
     pub start_info_paddr: u64,
     modules: [Module<'a>; MAX_MODULES],
     module_count: usize,
@@ -171,14 +183,105 @@ impl<'a> BootInfo<'a> {
         })
     }
 
+    /// Parses and validates a Xen PV `start_info` at `start_info_vaddr` (the entry's `%rsi`).
+    ///
+    /// Xen maps `start_info` at a virtual address. The bootstrap mapping is 1:1 with the start
+    /// of pseudo-physical memory (xen.h, "Start-of-day memory layout", point 7), so with the
+    /// kernel's `VIRT_BASE` at 0 a virtual address there is its pseudo-physical address: `mem`
+    /// reads the bootstrap virtual mapping, and the addresses in the result are both.
+    ///
+    /// The structure is fetched once, 1152 bytes through `cmd_line`, and checked by
+    /// [`XenPvInfo::parse`]; the command line must end in a NUL within its 1024 bytes and be
+    /// UTF-8 (never truncated). `pt_base` below `start_info_vaddr` is rejected: the layout puts
+    /// the page tables after start_info, and the reservation below depends on it.
+    ///
+    /// - **Memory map.** `start_info` carries no E820: the map is one usable region
+    ///   `[0, nr_pages * 4096)` of pseudo-physical memory. The kernel may replace it with
+    ///   `XENMEM_memory_map` later (this crate makes no hypercalls).
+    /// - **Modules.** The one module, if `mod_start` is not 0, at its virtual address or, with
+    ///   `SIF_MOD_START_PFN`, at `mod_start * 4096`; it has no command line. A
+    ///   `SIF_MULTIBOOT_MOD` package is reported whole.
+    /// - **Occupied ranges**, in layout order (xen.h points 4 and 9): the module (unless
+    ///   empty); the P2M list `[mfn_list, mfn_list + nr_pages * 8)`; and
+    ///   `[start_info_vaddr, pt_base + nr_pt_frames * 4096 + 512 KiB)`. That last span holds
+    ///   start_info, the xenstore and console pages the toolstack allocates right after it
+    ///   (their MFNs are all `start_info` gives), the page tables, and the one-page boot stack
+    ///   that follows them, whose address has no field; the 512 KiB the layout guarantees
+    ///   after the final element covers the stack. The kernel image is not listed: the kernel
+    ///   knows its own extent.
+    pub fn from_xen_pv(mem: &'a impl PhysMemory, start_info_vaddr: u64) -> Result<Self, BootError> {
+        let bytes = read(mem, Blob::XenStartInfo, start_info_vaddr, START_INFO_LEN)?;
+        let view = xen_start_info::StartInfo::new_unchecked(bytes);
+        let start_info_error = |error| BootError::XenStartInfo {
+            vaddr: start_info_vaddr,
+            error,
+        };
+        let info = XenPvInfo::parse(&view).map_err(start_info_error)?;
+        if info.pt_base < start_info_vaddr {
+            return Err(start_info_error(
+                StartInfoError::PageTablesBeforeStartInfo {
+                    pt_base: info.pt_base,
+                },
+            ));
+        }
+
+        // Inside the bytes just read, so the sum does not overflow.
+        let cmdline_vaddr = start_info_vaddr + CMD_LINE_OFFSET as u64;
+        let raw = view.cmd_line();
+        let len = raw
+            .iter()
+            .position(|&b| b == 0)
+            .ok_or(BootError::NotNulTerminated {
+                blob: Blob::Cmdline,
+                paddr: cmdline_vaddr,
+                limit: MAX_GUEST_CMDLINE,
+            })?;
+        let cmdline = utf8(&raw[..len], Blob::Cmdline, cmdline_vaddr)?;
+
+        let mut memory_map = MemoryMap::new();
+        memory_map.push(0, info.memory_bytes(), RegionKind::Usable)?;
+
+        let mut occupied = [None; OCCUPIED_SLOTS];
+        let mut modules = [NO_MODULE; MAX_MODULES];
+        let mut module_count = 0;
+        if let Some(module) = info.module {
+            // `parse` checked that the end fits.
+            let paddr = module.addr();
+            if module.len != 0 {
+                occupied[OCCUPIED_XEN_MODULE] = Some((paddr, paddr + module.len));
+            }
+            modules[0] = Module {
+                paddr,
+                size: module.len,
+                cmdline: "",
+            };
+            module_count = 1;
+        }
+        occupied[OCCUPIED_XEN_MFN_LIST] = Some(info.mfn_list_range());
+        occupied[OCCUPIED_XEN_BOOTSTRAP] = Some((start_info_vaddr, info.bootstrap_end()));
+
+        Ok(BootInfo {
+            protocol: BootProtocol::XenPv(info),
+            flags: info.flags,
+            cmdline,
+            memory_map,
+            rsdp: None,
+            start_info_paddr: start_info_vaddr,
+            modules,
+            module_count,
+            occupied,
+        })
+    }
+
     /// The modules, in the loader's order.
     pub fn modules(&self) -> &[Module<'a>] {
         &self.modules[..self.module_count]
     }
 
-    /// Physical `(start, end)` ranges the boot information itself occupies (start-of-day
-    /// structure, command lines, module list, modules, memory map), for the frame allocator to
-    /// reserve. They may overlap each other; none is empty.
+    /// Physical `(start, end)` ranges the boot information itself occupies (PVH: start-of-day
+    /// structure, command lines, module list, modules, memory map; Xen PV: see
+    /// [`from_xen_pv`](Self::from_xen_pv)), for the frame allocator to reserve. They may
+    /// overlap each other; none is empty.
     pub fn occupied_ranges(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
         self.occupied.iter().flatten().copied()
     }
@@ -296,12 +399,17 @@ fn read_cstr(
             }
         });
     };
-    let text = core::str::from_utf8(&bytes[..len]).map_err(|e| BootError::NotUtf8 {
+    let text = utf8(&bytes[..len], blob, paddr)?;
+    Ok((text, range(paddr, len + 1)))
+}
+
+/// `bytes` (a string's contents, without its NUL) as UTF-8.
+fn utf8(bytes: &[u8], blob: Blob, paddr: u64) -> Result<&str, BootError> {
+    core::str::from_utf8(bytes).map_err(|e| BootError::NotUtf8 {
         blob,
         paddr,
         offset: e.valid_up_to(),
-    })?;
-    Ok((text, range(paddr, len + 1)))
+    })
 }
 
 /// The longest readable run at `paddr` shorter than `limit`, which is known unreadable.
@@ -864,5 +972,333 @@ mod tests {
         let ranges: Vec<_> = boot.memory_map.usable_ranges().collect();
         assert_eq!(ranges, [(0x10_0000, 0x1f_0000), (0x21_0000, 0x28_0000)]);
         assert_eq!(boot.memory_map.usable_bytes(), 0xf_0000 + 0x7_0000);
+    }
+
+    mod xen_pv {
+        use std::vec;
+        use std::vec::Vec;
+
+        use super::super::*;
+        use crate::fake::FakeMemory;
+        use crate::memory_map::Region;
+        use crate::xen_start_info::{
+            Magic, PvModule, RingPage, SIF_INITDOMAIN, SIF_MOD_START_PFN, SIF_PRIVILEGED,
+            XenConsole, XenVersion,
+        };
+
+        /// A libxc-built domU with 96 MiB, `VIRT_BASE` 0: kernel, P2M list, start_info,
+        /// xenstore and console pages, six page-table frames, boot stack.
+        const MFN_LIST: u64 = 0x20_0000;
+        const START_INFO: u64 = 0x23_0000;
+        const PT_BASE: u64 = 0x23_3000;
+        const CMDLINE: u64 = START_INFO + 128;
+
+        const DOMU: XenPvInfo = XenPvInfo {
+            version: XenVersion { major: 3, minor: 0 },
+            nr_pages: 24576,
+            shared_info_maddr: 0x8_7654_3000,
+            flags: 0,
+            store: Some(RingPage {
+                mfn: 0x12_3401,
+                evtchn: 1,
+            }),
+            console: XenConsole::DomU(Some(RingPage {
+                mfn: 0x12_3402,
+                evtchn: 2,
+            })),
+            pt_base: PT_BASE,
+            nr_pt_frames: 6,
+            mfn_list: MFN_LIST,
+            module: None,
+        };
+
+        /// Readable memory: the start_info page only, as nothing else is read.
+        fn memory(info: &XenPvInfo, cmdline: &str) -> FakeMemory<Vec<u8>> {
+            let mut mem = FakeMemory::new(START_INFO, vec![0; 0x1000]);
+            mem.write_xen_start_info(START_INFO, info, cmdline);
+            mem
+        }
+
+        fn parse_error(mem: &FakeMemory<Vec<u8>>) -> BootError {
+            BootInfo::from_xen_pv(mem, START_INFO).unwrap_err()
+        }
+
+        fn start_info_error(error: StartInfoError) -> BootError {
+            BootError::XenStartInfo {
+                vaddr: START_INFO,
+                error,
+            }
+        }
+
+        #[test]
+        fn parses_libxc_domu_start_info() {
+            let mem = memory(&DOMU, "x=1 y=two");
+            let boot = BootInfo::from_xen_pv(&mem, START_INFO).unwrap();
+
+            assert_eq!(boot.protocol, BootProtocol::XenPv(DOMU));
+            assert_eq!(boot.flags, 0);
+            assert_eq!(boot.cmdline, "x=1 y=two");
+            assert_eq!(boot.rsdp, None);
+            assert_eq!(boot.start_info_paddr, START_INFO);
+            assert_eq!(boot.modules(), []);
+            assert_eq!(
+                boot.memory_map.regions(),
+                [Region {
+                    start: 0,
+                    end: 0x600_0000,
+                    kind: RegionKind::Usable
+                }]
+            );
+            assert_eq!(boot.memory_map.usable_bytes(), 96 << 20);
+            assert_eq!(
+                boot.occupied_ranges().collect::<Vec<_>>(),
+                [
+                    (MFN_LIST, MFN_LIST + 24576 * 8),
+                    (START_INFO, PT_BASE + 6 * 0x1000 + 0x8_0000),
+                ]
+            );
+        }
+
+        #[test]
+        fn parses_dom0_start_info_with_vga_console_info_and_initrd() {
+            let dom0 = XenPvInfo {
+                flags: SIF_PRIVILEGED | SIF_INITDOMAIN,
+                store: None,
+                console: XenConsole::Dom0 {
+                    info_off: 1168,
+                    info_size: 36,
+                },
+                module: Some(PvModule {
+                    start: 0x100_0000,
+                    len: 0x12_3456,
+                    is_pfn: false,
+                }),
+                ..DOMU
+            };
+            let mem = memory(&dom0, "console=hvc0");
+            let boot = BootInfo::from_xen_pv(&mem, START_INFO).unwrap();
+            assert_eq!(boot.protocol, BootProtocol::XenPv(dom0));
+            assert_eq!(boot.flags, SIF_PRIVILEGED | SIF_INITDOMAIN);
+            assert_eq!(boot.cmdline, "console=hvc0");
+            assert_eq!(
+                boot.modules(),
+                [Module {
+                    paddr: 0x100_0000,
+                    size: 0x12_3456,
+                    cmdline: ""
+                }]
+            );
+            assert_eq!(
+                boot.occupied_ranges().collect::<Vec<_>>(),
+                [
+                    (0x100_0000, 0x112_3456),
+                    (MFN_LIST, MFN_LIST + 24576 * 8),
+                    (START_INFO, PT_BASE + 6 * 0x1000 + 0x8_0000),
+                ]
+            );
+        }
+
+        #[test]
+        fn module_with_sif_mod_start_pfn_is_at_pfn_times_page_size() {
+            let info = XenPvInfo {
+                flags: SIF_MOD_START_PFN,
+                module: Some(PvModule {
+                    start: 0x4000,
+                    len: 0x20_0000,
+                    is_pfn: true,
+                }),
+                ..DOMU
+            };
+            let mem = memory(&info, "");
+            let boot = BootInfo::from_xen_pv(&mem, START_INFO).unwrap();
+            assert_eq!(boot.modules()[0].paddr, 0x400_0000);
+            assert_eq!(boot.modules()[0].size, 0x20_0000);
+            assert_eq!(
+                boot.occupied_ranges().next(),
+                Some((0x400_0000, 0x420_0000))
+            );
+        }
+
+        #[test]
+        fn empty_module_is_listed_but_not_reserved() {
+            let info = XenPvInfo {
+                module: Some(PvModule {
+                    start: 0x100_0000,
+                    len: 0,
+                    is_pfn: false,
+                }),
+                ..DOMU
+            };
+            let mem = memory(&info, "");
+            let boot = BootInfo::from_xen_pv(&mem, START_INFO).unwrap();
+            assert_eq!(boot.modules().len(), 1);
+            assert_eq!(boot.occupied_ranges().count(), 2);
+        }
+
+        #[test]
+        fn parsing_twice_gives_equal_boot_info() {
+            let mem = memory(&DOMU, "a=b");
+            assert_eq!(
+                BootInfo::from_xen_pv(&mem, START_INFO),
+                BootInfo::from_xen_pv(&mem, START_INFO)
+            );
+        }
+
+        #[test]
+        fn rejects_bad_magic() {
+            let with_magic = |text: &[u8]| {
+                let mut magic = [0; 32];
+                magic[..text.len()].copy_from_slice(text);
+                let mut mem = memory(&DOMU, "");
+                mem.write(START_INFO, &magic);
+                (parse_error(&mem), Magic(magic))
+            };
+            let (error, magic) = with_magic(b"XEN-3.0-x86_64");
+            assert_eq!(error, start_info_error(StartInfoError::BadMagic { magic }));
+            let (error, magic) = with_magic(b"xen-3.0-x86_32p");
+            assert_eq!(
+                error,
+                start_info_error(StartInfoError::UnsupportedPlatform { magic })
+            );
+            let (error, magic) = with_magic(b"xen-3.0-x86_64\xffxxxxxxxxxxxxxxxxx");
+            assert_eq!(
+                error,
+                start_info_error(StartInfoError::MagicNotTerminated { magic })
+            );
+            let mut mem = memory(&DOMU, "");
+            mem.write(START_INFO, b"xen-3.0-x86_32p\0");
+            assert_eq!(
+                std::format!("{}", parse_error(&mem)),
+                "start_info at 0x230000: magic \"xen-3.0-x86_32p\" is for another platform \
+                 (this kernel is x86_64)"
+            );
+        }
+
+        #[test]
+        fn rejects_cmdline_without_nul_in_its_1024_bytes() {
+            let mut mem = memory(&DOMU, "");
+            mem.write(CMDLINE, &[b'x'; 1024]);
+            assert_eq!(
+                parse_error(&mem),
+                BootError::NotNulTerminated {
+                    blob: Blob::Cmdline,
+                    paddr: CMDLINE,
+                    limit: 1024
+                }
+            );
+        }
+
+        #[test]
+        fn accepts_cmdline_of_1023_bytes() {
+            let text = "y".repeat(1023);
+            let mem = memory(&DOMU, &text);
+            assert_eq!(
+                BootInfo::from_xen_pv(&mem, START_INFO).unwrap().cmdline,
+                text
+            );
+        }
+
+        #[test]
+        fn rejects_non_utf8_cmdline() {
+            let mut mem = memory(&DOMU, "");
+            mem.write(CMDLINE, b"x=1 \xc3\x28\0");
+            assert_eq!(
+                parse_error(&mem),
+                BootError::NotUtf8 {
+                    blob: Blob::Cmdline,
+                    paddr: CMDLINE,
+                    offset: 4
+                }
+            );
+        }
+
+        #[test]
+        fn rejects_zero_pages_and_pages_overflowing_the_address_space() {
+            let mem = memory(
+                &XenPvInfo {
+                    nr_pages: 0,
+                    ..DOMU
+                },
+                "",
+            );
+            assert_eq!(parse_error(&mem), start_info_error(StartInfoError::NoPages));
+            let nr_pages = u64::MAX / 4096 + 1;
+            let mem = memory(
+                &XenPvInfo {
+                    nr_pages,
+                    mfn_list: 0,
+                    ..DOMU
+                },
+                "",
+            );
+            assert_eq!(
+                parse_error(&mem),
+                start_info_error(StartInfoError::TooManyPages { nr_pages })
+            );
+        }
+
+        #[test]
+        fn rejects_dom0_console_info_outside_the_page() {
+            let info = XenPvInfo {
+                flags: SIF_INITDOMAIN,
+                console: XenConsole::Dom0 {
+                    info_off: 4000,
+                    info_size: 100,
+                },
+                ..DOMU
+            };
+            assert_eq!(
+                parse_error(&memory(&info, "")),
+                start_info_error(StartInfoError::Dom0ConsoleOutsidePage {
+                    info_off: 4000,
+                    info_size: 100
+                })
+            );
+        }
+
+        #[test]
+        fn rejects_page_tables_below_start_info() {
+            let info = XenPvInfo {
+                pt_base: START_INFO - 0x1000,
+                ..DOMU
+            };
+            assert_eq!(
+                parse_error(&memory(&info, "")),
+                start_info_error(StartInfoError::PageTablesBeforeStartInfo {
+                    pt_base: START_INFO - 0x1000
+                })
+            );
+        }
+
+        #[test]
+        fn rejects_start_info_cut_off_by_the_end_of_memory() {
+            let mut mem = FakeMemory::new(START_INFO, vec![0; 1151]);
+            let mut bytes = [0; 1152];
+            DOMU.emit(&mut crate::xen_start_info::StartInfo::new_unchecked(
+                &mut bytes[..],
+            ));
+            mem.write(START_INFO, &bytes[..1151]);
+            assert_eq!(
+                parse_error(&mem),
+                BootError::OutsideMemory {
+                    blob: Blob::XenStartInfo,
+                    paddr: START_INFO,
+                    len: 1152
+                }
+            );
+        }
+
+        #[test]
+        fn rejects_start_info_at_the_top_of_the_address_space() {
+            let mem = FakeMemory::new(u64::MAX - 0xff, vec![0; 0x100]);
+            assert_eq!(
+                BootInfo::from_xen_pv(&mem, u64::MAX - 0xff),
+                Err(BootError::Overflow {
+                    blob: Blob::XenStartInfo,
+                    paddr: u64::MAX - 0xff,
+                    len: 1152
+                })
+            );
+        }
     }
 }

@@ -4,6 +4,7 @@ use core::fmt;
 
 use crate::hvm_start_info::HeaderError;
 use crate::memory_map::MemoryMap;
+use crate::xen_start_info::StartInfoError;
 
 /// A boot-info structure, named in errors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,6 +21,8 @@ pub enum Blob {
     ModuleCmdline(usize),
     /// The memory-map table.
     MemoryMap,
+    /// The Xen PV `start_info`.
+    XenStartInfo,
 }
 
 impl fmt::Display for Blob {
@@ -31,6 +34,7 @@ impl fmt::Display for Blob {
             Blob::Module(n) => write!(f, "module {n}"),
             Blob::ModuleCmdline(n) => write!(f, "module {n} command line"),
             Blob::MemoryMap => f.write_str("memory map"),
+            Blob::XenStartInfo => f.write_str("start_info"),
         }
     }
 }
@@ -40,6 +44,9 @@ impl fmt::Display for Blob {
 pub enum BootError {
     /// The `hvm_start_info` header itself is malformed.
     HvmStartInfo { paddr: u64, error: HeaderError },
+    /// The Xen PV `start_info` is malformed. `vaddr` is where Xen mapped it (also its
+    /// pseudo-physical address while the kernel's `VIRT_BASE` is 0).
+    XenStartInfo { vaddr: u64, error: StartInfoError },
     /// `blob` does not lie in readable memory. `len` is the size needed; for a string, the
     /// readable bytes plus the first one that is not.
     OutsideMemory { blob: Blob, paddr: u64, len: u64 },
@@ -74,6 +81,9 @@ impl fmt::Display for BootError {
         match *self {
             BootError::HvmStartInfo { paddr, error } => {
                 write!(f, "hvm_start_info at {paddr:#x}: {error}")
+            }
+            BootError::XenStartInfo { vaddr, error } => {
+                write!(f, "start_info at {vaddr:#x}: {error}")
             }
             BootError::OutsideMemory { blob, paddr, len } => {
                 write!(
@@ -146,6 +156,21 @@ mod tests {
                     error: HeaderError::Truncated { need: 56, have: 40 },
                 },
                 "hvm_start_info at 0x1000: truncated (need 56 bytes, have 40)",
+            ),
+            (
+                BootError::XenStartInfo {
+                    vaddr: 0x43_2000,
+                    error: StartInfoError::NoPages,
+                },
+                "start_info at 0x432000: nr_pages is 0",
+            ),
+            (
+                BootError::Overflow {
+                    blob: Blob::XenStartInfo,
+                    paddr: u64::MAX - 0xff,
+                    len: 1152,
+                },
+                "start_info at 0xffffffffffffff00: 0x480 bytes overflow the address space",
             ),
             (
                 BootError::OutsideMemory {

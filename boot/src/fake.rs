@@ -8,6 +8,7 @@ use crate::PhysMemory;
 use crate::hvm_start_info::{
     self, MEMMAP_ENTRY_LEN, MODLIST_ENTRY_LEN, MemmapEntry, ModlistEntry, StartInfo,
 };
+use crate::xen_start_info::{self, START_INFO_LEN, XenPvInfo};
 
 /// `bytes` mapped at physical addresses `base..base + bytes.len()`; nothing else is readable.
 #[derive(Clone, Debug)]
@@ -72,6 +73,16 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> FakeMemory<B> {
         let header = &mut header[..repr.header_len()];
         repr.emit(&mut StartInfo::new_unchecked(&mut *header));
         self.write(paddr, header);
+    }
+
+    /// Writes a Xen PV `start_info` of [`START_INFO_LEN`] bytes: `info` and the command line
+    /// `cmdline` (shorter than 1024 bytes).
+    pub fn write_xen_start_info(&mut self, vaddr: u64, info: &XenPvInfo, cmdline: &str) {
+        let mut bytes = [0; START_INFO_LEN];
+        let mut view = xen_start_info::StartInfo::new_unchecked(&mut bytes[..]);
+        info.emit(&mut view);
+        view.set_cmd_line(cmdline.as_bytes());
+        self.write(vaddr, &bytes);
     }
 
     /// Writes an `hvm_modlist_entry` array of `(paddr, size, cmdline_paddr)`.

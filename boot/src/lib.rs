@@ -1,16 +1,18 @@
 //! Boot protocols in, one validated `BootInfo` out.
 //!
 //! A loader (QEMU, Xen, a PVH-capable bootloader) leaves structures in guest memory and jumps to
-//! the entry in `entry.s`. Everything those structures say is untrusted until checked here:
-//! addresses may point anywhere, counts may be huge, strings may never end. The design:
+//! the entry in `entry.s` (PVH: `hvm_start_info`; a Xen PV entry gets a `start_info`).
+//! Everything those structures say is untrusted until checked here: addresses may point
+//! anywhere, counts may be huge, strings may never end. The design:
 //!
 //! - **No direct memory access.** The parsers reach physical memory only through
 //!   [`PhysMemory::read`], which the kernel bounds by what its boot page tables map. Host tests
 //!   and the fuzz targets use `fake::FakeMemory` instead (feature `fake`).
 //! - **Copy once, then validate.** Each structure is fetched once and its fields are copied out
 //!   before any decision is made, so a value checked is the value used (no double fetch).
-//! - **Checked views and reprs, the smoltcp way.** [`hvm_start_info`] has byte-range views
-//!   (`new_checked` makes every accessor panic-free) and a `Repr` holding only valid states.
+//! - **Checked views and reprs, the smoltcp way.** [`hvm_start_info`] and [`xen_start_info`]
+//!   have byte-range views (`new_checked` makes every accessor panic-free) and a `Repr`
+//!   ([`XenPvInfo`] for Xen PV) holding only valid states.
 //! - **Fixed capacity, no `alloc`.** This runs before the heap exists. Limits (16 modules,
 //!   128 memory-map entries, 4096-byte command lines) are errors when exceeded, never silent
 //!   truncation.
@@ -43,11 +45,13 @@ pub mod error;
 pub mod fake;
 pub mod hvm_start_info;
 pub mod memory_map;
+pub mod xen_start_info;
 
 pub use boot_info::{BootInfo, BootProtocol, Module};
 pub use cmdline::{Arg, Cmdline};
 pub use error::{Blob, BootError};
 pub use memory_map::{MemoryMap, Region, RegionKind};
+pub use xen_start_info::{PvModule, RingPage, XenConsole, XenPvInfo, XenVersion};
 
 /// Read access to guest-physical memory, supplied by the kernel.
 ///
