@@ -111,12 +111,16 @@ pub struct VcpuTime {
 impl VcpuTime {
     /// System time in nanoseconds when the TSC read `tsc`.
     ///
-    /// A `tsc` before `tsc_timestamp` (read on a vCPU whose TSC lags the one Xen sampled, or
-    /// taken before a newer record was copied) counts as no time elapsed: the result is
-    /// `system_time`, never an extrapolation backwards and never a wrapped huge delta. The sum
+    /// TSC values are compared modulo 2^64, as Linux does: for an HVM/PVH guest Xen stamps the
+    /// record in the guest's TSC domain, where a stamp taken before the guest's TSC started at
+    /// zero is "negative" (measured on Xen 4.17: `tsc_timestamp` = 2^64 - 396,762,931 at boot).
+    /// A `tsc` before `tsc_timestamp` (a signed difference below zero: read on a vCPU whose TSC
+    /// lags the one Xen sampled, or taken before a newer record was copied) counts as no time
+    /// elapsed: the result is `system_time`, never an extrapolation backwards. The sum
     /// saturates at `u64::MAX` (584 years of uptime).
     pub fn system_time_at(&self, tsc: u64) -> u64 {
-        let delta = tsc.saturating_sub(self.tsc_timestamp);
+        let delta = tsc.wrapping_sub(self.tsc_timestamp);
+        let delta = if (delta as i64) < 0 { 0 } else { delta };
         self.system_time
             .saturating_add(self.scale.ticks_to_nanos(delta))
     }
@@ -393,7 +397,19 @@ mod tests {
         assert!(delta > u64::MAX >> 7);
         assert_eq!(t.system_time_at(7 + delta), 15_000_000_000_000_000_001);
         // Past u64::MAX nanoseconds: saturates, never wraps.
-        assert_eq!(t.system_time_at(u64::MAX), u64::MAX);
+        assert_eq!(t.system_time_at(7 + i64::MAX as u64), u64::MAX);
+    }
+
+    #[test]
+    fn extrapolates_from_a_stamp_before_the_guest_tsc_started() {
+        // What Xen 4.17 gave a PVH guest at boot: the stamp is "negative" in the guest's TSC.
+        let stamp = 0u64.wrapping_sub(396_762_931);
+        let t = one_ghz(stamp, 10_073_889_641);
+        assert_eq!(
+            t.system_time_at(674_133_804),
+            10_073_889_641 + 396_762_931 + 674_133_804
+        );
+        assert_eq!(t.system_time_at(stamp - 1), 10_073_889_641);
     }
 
     #[test]
