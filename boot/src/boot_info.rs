@@ -33,7 +33,7 @@ const fn occupied_module_cmdline(index: usize) -> usize {
 }
 const OCCUPIED_SLOTS: usize = occupied_module(MAX_MODULES);
 /// Xen PV uses the first three slots, in the order of xen.h's start-of-day layout: the module,
-/// the P2M list, then the span from start_info through the bootstrap padding.
+/// the P2M list, then the span from start_info through the bootstrap page tables and boot stack.
 const OCCUPIED_XEN_MODULE: usize = 0;
 const OCCUPIED_XEN_MFN_LIST: usize = 1;
 const OCCUPIED_XEN_BOOTSTRAP: usize = 2;
@@ -258,7 +258,7 @@ impl<'a> BootInfo<'a> {
             module_count = 1;
         }
         occupied[OCCUPIED_XEN_MFN_LIST] = Some(info.mfn_list_range());
-        occupied[OCCUPIED_XEN_BOOTSTRAP] = Some((start_info_vaddr, info.bootstrap_end()));
+        occupied[OCCUPIED_XEN_BOOTSTRAP] = Some((start_info_vaddr, info.bootstrap_in_use_end()));
 
         Ok(BootInfo {
             protocol: BootProtocol::XenPv(info),
@@ -1054,7 +1054,7 @@ mod tests {
                 boot.occupied_ranges().collect::<Vec<_>>(),
                 [
                     (MFN_LIST, MFN_LIST + 24576 * 8),
-                    (START_INFO, PT_BASE + 6 * 0x1000 + 0x8_0000),
+                    (START_INFO, PT_BASE + 7 * 0x1000),
                 ]
             );
         }
@@ -1093,7 +1093,7 @@ mod tests {
                 [
                     (0x100_0000, 0x112_3456),
                     (MFN_LIST, MFN_LIST + 24576 * 8),
-                    (START_INFO, PT_BASE + 6 * 0x1000 + 0x8_0000),
+                    (START_INFO, PT_BASE + 7 * 0x1000),
                 ]
             );
         }

@@ -658,12 +658,23 @@ impl XenPvInfo {
         (self.mfn_list, self.mfn_list.saturating_add(len))
     }
 
-    /// One past the bootstrap page tables plus the guaranteed 512 KiB padding, which holds the
-    /// boot stack: the end of what Xen's start-of-day layout may have used.
+    /// One past the bootstrap page tables plus the guaranteed 512 KiB padding: everything below
+    /// is mapped by the bootstrap page tables (the builder rounds the mapping up to 4 MiB, but
+    /// only this much is promised).
     pub fn bootstrap_end(&self) -> u64 {
+        self.page_tables_end().saturating_add(BOOTSTRAP_PADDING)
+    }
+
+    /// One past what Xen's start-of-day layout occupies: the bootstrap page tables and the one
+    /// boot-stack page above them (libxenguest allocates it next). The rest of the padding is
+    /// free, mapped memory: where a PV kernel takes its first page-table frames from.
+    pub fn bootstrap_in_use_end(&self) -> u64 {
+        self.page_tables_end().saturating_add(PAGE_SIZE)
+    }
+
+    fn page_tables_end(&self) -> u64 {
         self.pt_base
             .saturating_add(self.nr_pt_frames.saturating_mul(PAGE_SIZE))
-            .saturating_add(BOOTSTRAP_PADDING)
     }
 }
 
@@ -1086,5 +1097,6 @@ mod tests {
         assert_eq!(DOMU.memory_bytes(), 24576 * 4096);
         assert_eq!(DOMU.mfn_list_range(), (0x40_0000, 0x40_0000 + 24576 * 8));
         assert_eq!(DOMU.bootstrap_end(), 0x43_0000 + 6 * 4096 + 0x8_0000);
+        assert_eq!(DOMU.bootstrap_in_use_end(), 0x43_0000 + 7 * 4096);
     }
 }

@@ -5,7 +5,7 @@
 //! pointers, and the drivers above it copy out what they read once.
 
 use core::ptr::NonNull;
-use core::sync::atomic::{Ordering, compiler_fence, fence};
+use core::sync::atomic::{AtomicU64, Ordering, compiler_fence, fence};
 
 use ringbolt_shmem::{OutOfBounds, SharedMemory};
 use x86_64::PhysAddr;
@@ -87,6 +87,17 @@ impl SharedMemory for SharedPage {
             unsafe { target.add(index).write_volatile(byte) };
         }
         Ok(())
+    }
+
+    fn fetch_and_u64(&self, offset: usize, value: u64) -> Result<u64, OutOfBounds> {
+        let pointer = self.checked(offset, 8, 8)?.cast::<u64>();
+        // SAFETY: `pointer` is inside the mapped, writable page and 8-aligned (checked); the
+        // peer accesses the word only atomically or with plain aligned stores, which x86 makes
+        // single-copy atomic, so a transient `AtomicU64` view of it is sound.
+        let word = unsafe { AtomicU64::from_ptr(pointer) };
+        Ok(u64::from_le(
+            word.fetch_and(value.to_le(), Ordering::SeqCst),
+        ))
     }
 
     // x86 is TSO: loads are not reordered with loads, nor stores with stores, so the read and

@@ -25,8 +25,19 @@ use crate::{OutOfBounds, SharedMemory};
 /// One driver-side access, as recorded in the event log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Event {
-    Load { offset: usize, width: usize },
-    Store { offset: usize, width: usize },
+    Load {
+        offset: usize,
+        width: usize,
+    },
+    Store {
+        offset: usize,
+        width: usize,
+    },
+    /// A locked read-modify-write (`fetch_and_u64`).
+    Update {
+        offset: usize,
+        width: usize,
+    },
     ReadBarrier,
     WriteBarrier,
     FullBarrier,
@@ -206,6 +217,23 @@ impl SharedMemory for FakeSharedMemory {
         self.store(offset, src, 1)
     }
 
+    fn fetch_and_u64(&self, offset: usize, value: u64) -> Result<u64, OutOfBounds> {
+        let mut bytes = self.bytes.borrow_mut();
+        OutOfBounds::check(bytes.len(), offset, 8, 8)?;
+        self.events
+            .borrow_mut()
+            .push(Event::Update { offset, width: 8 });
+        if let Some(hook) = self.read_hook.borrow_mut().as_mut() {
+            hook(Load { offset, width: 8 }, &mut bytes);
+        }
+        let field = &mut bytes[offset..offset + 8];
+        let mut current = [0; 8];
+        current.copy_from_slice(field);
+        let current = u64::from_le_bytes(current);
+        field.copy_from_slice(&(current & value).to_le_bytes());
+        Ok(current)
+    }
+
     fn read_barrier(&self) {
         self.events.borrow_mut().push(Event::ReadBarrier);
     }
@@ -223,6 +251,26 @@ mod tests {
     use crate::Fault;
     use alloc::rc::Rc;
     use core::cell::Cell;
+
+    #[test]
+    fn fetch_and_clears_bits_and_returns_the_old_word() {
+        let mem = FakeSharedMemory::new(16);
+        mem.peer_write_u64(8, 0b1011);
+        assert_eq!(mem.fetch_and_u64(8, !0b0010), Ok(0b1011));
+        assert_eq!(mem.peer_read_u64(8), 0b1001);
+        assert_eq!(
+            mem.fetch_and_u64(4, 0).unwrap_err().fault,
+            Fault::Misaligned
+        );
+        assert_eq!(mem.fetch_and_u64(16, 0).unwrap_err().fault, Fault::PastEnd);
+        assert_eq!(
+            mem.events(),
+            [Event::Update {
+                offset: 8,
+                width: 8
+            }]
+        );
+    }
 
     #[test]
     fn scalars_are_little_endian() {

@@ -143,6 +143,11 @@ pub trait SharedMemory {
     /// Copies `src` to the region starting at `offset`. Any alignment.
     fn write_bytes(&self, offset: usize, src: &[u8]) -> Result<(), OutOfBounds>;
 
+    /// One locked read-modify-write: stores `value & current` and returns `current`, so a bit
+    /// the peer sets concurrently is never lost (event-channel pending words and selectors).
+    /// `offset` must be 8-aligned. A full barrier on both sides.
+    fn fetch_and_u64(&self, offset: usize, value: u64) -> Result<u64, OutOfBounds>;
+
     /// Orders loads before the barrier against loads after it.
     fn read_barrier(&self);
     /// Orders stores before the barrier against stores after it.
@@ -186,6 +191,9 @@ impl<M: SharedMemory + ?Sized> SharedMemory for &M {
     }
     fn write_bytes(&self, offset: usize, src: &[u8]) -> Result<(), OutOfBounds> {
         (**self).write_bytes(offset, src)
+    }
+    fn fetch_and_u64(&self, offset: usize, value: u64) -> Result<u64, OutOfBounds> {
+        (**self).fetch_and_u64(offset, value)
     }
     fn read_barrier(&self) {
         (**self).read_barrier();

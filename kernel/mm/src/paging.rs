@@ -162,9 +162,10 @@ impl<M: PageTableMemory> Mapper<M> {
         self.map_page(virt.as_u64(), phys.as_u64(), size, flags)
     }
 
-    /// Maps `[virt, virt + len)` to `[phys, phys + len)` with the largest pages alignment allows:
-    /// 1 GiB only if `allow_huge`, 2 MiB where both addresses are 2 MiB-aligned, 4 KiB at the
-    /// unaligned edges. `virt`, `phys` and `len` must be 4 KiB multiples.
+    /// Maps `[virt, virt + len)` to `[phys, phys + len)` with the largest pages alignment allows,
+    /// up to `largest` (Xen PV guests may only use 4 KiB pages; 1 GiB pages need CPU support):
+    /// a 1 GiB or 2 MiB page where both addresses are aligned to it, 4 KiB at the unaligned
+    /// edges. `virt`, `phys` and `len` must be 4 KiB multiples.
     ///
     /// All or nothing: on any error the pages this call mapped are unmapped again (tables it
     /// created stay, empty, as with [`map`](Self::map)), so the caller can fix the cause and
@@ -175,7 +176,7 @@ impl<M: PageTableMemory> Mapper<M> {
         phys: PhysAddr,
         len: u64,
         flags: PageTableFlags,
-        allow_huge: bool,
+        largest: PageSize,
     ) -> Result<(), MapError> {
         let (virt, phys) = (virt.as_u64(), phys.as_u64());
         let small = PageSize::Size4K.bytes();
@@ -194,9 +195,9 @@ impl<M: PageTableMemory> Mapper<M> {
 
         let mut done = 0;
         while done < len {
-            let size = largest_page(virt + done, phys + done, len - done, allow_huge);
+            let size = largest_page(virt + done, phys + done, len - done, largest);
             if let Err(error) = self.map_page(virt + done, phys + done, size, flags) {
-                self.unmap_prefix(virt, phys, done, allow_huge);
+                self.unmap_prefix(virt, phys, done, largest);
                 return Err(error);
             }
             done += size.bytes();
@@ -301,10 +302,10 @@ impl<M: PageTableMemory> Mapper<M> {
     }
 
     /// Undoes the first `done` bytes of a `map_range`, replaying its choice of page sizes.
-    fn unmap_prefix(&mut self, virt: u64, phys: u64, done: u64, allow_huge: bool) {
+    fn unmap_prefix(&mut self, virt: u64, phys: u64, done: u64, largest: PageSize) {
         let mut offset = 0;
         while offset < done {
-            let size = largest_page(virt + offset, phys + offset, done - offset, allow_huge);
+            let size = largest_page(virt + offset, phys + offset, done - offset, largest);
             // Cannot fail: `map_range` mapped exactly this page a moment ago.
             let _ = self.unmap_page(virt + offset);
             offset += size.bytes();
@@ -361,19 +362,17 @@ const fn table_index(virt: u64, level: u32) -> usize {
 }
 
 /// The largest page that fits at `virt -> phys` with `remaining` bytes left to map.
-fn largest_page(virt: u64, phys: u64, remaining: u64, allow_huge: bool) -> PageSize {
+fn largest_page(virt: u64, phys: u64, remaining: u64, largest: PageSize) -> PageSize {
     let fits = |size: PageSize| {
-        virt.is_multiple_of(size.bytes())
+        size.bytes() <= largest.bytes()
+            && virt.is_multiple_of(size.bytes())
             && phys.is_multiple_of(size.bytes())
             && remaining >= size.bytes()
     };
-    if allow_huge && fits(PageSize::Size1G) {
-        PageSize::Size1G
-    } else if fits(PageSize::Size2M) {
-        PageSize::Size2M
-    } else {
-        PageSize::Size4K
-    }
+    [PageSize::Size1G, PageSize::Size2M]
+        .into_iter()
+        .find(|&size| fits(size))
+        .unwrap_or(PageSize::Size4K)
 }
 
 #[cfg(test)]
@@ -650,7 +649,7 @@ mod tests {
         // Two 4 KiB pages below 2 MiB, one 2 MiB page, three 4 KiB pages above 4 MiB.
         let start = 2 * MIB - 0x2000;
         let len = 0x2000 + 2 * MIB + 0x3000;
-        m.map_range(virt(start), phys(start), len, RW, false)
+        m.map_range(virt(start), phys(start), len, RW, PageSize::Size2M)
             .unwrap();
         assert_eq!(count_leaves(&m), [5, 1, 0]);
         // PML4 + PDPT + PD + a PT for each edge.
@@ -669,7 +668,7 @@ mod tests {
     #[test]
     fn map_range_falls_back_to_4k_when_virt_and_phys_disagree() {
         let mut m = mapper();
-        m.map_range(virt(2 * MIB), phys(0x1000), 2 * MIB, RW, true)
+        m.map_range(virt(2 * MIB), phys(0x1000), 2 * MIB, RW, PageSize::Size1G)
             .unwrap();
         assert_eq!(count_leaves(&m), [512, 0, 0]);
     }
@@ -677,22 +676,34 @@ mod tests {
     #[test]
     fn map_range_uses_1g_pages_only_when_allowed() {
         let mut m = mapper();
-        m.map_range(virt(0), phys(0), 2 * GIB + 4 * MIB, RW, true)
+        m.map_range(virt(0), phys(0), 2 * GIB + 4 * MIB, RW, PageSize::Size1G)
             .unwrap();
         assert_eq!(count_leaves(&m), [0, 2, 2]);
         assert_eq!(m.memory.allocated, 3);
 
         let mut m = mapper();
-        m.map_range(virt(0), phys(0), 2 * GIB, RW, false).unwrap();
+        m.map_range(virt(0), phys(0), 2 * GIB, RW, PageSize::Size2M)
+            .unwrap();
         assert_eq!(count_leaves(&m), [0, 1024, 0]);
         // PML4 + PDPT + one PD per GiB.
         assert_eq!(m.memory.allocated, 4);
     }
 
     #[test]
+    fn map_range_uses_only_4k_pages_when_told_so() {
+        let mut m = mapper();
+        m.map_range(virt(0), phys(0), 4 * MIB, RW, PageSize::Size4K)
+            .unwrap();
+        assert_eq!(count_leaves(&m), [1024, 0, 0]);
+        // PML4 + PDPT + PD + one PT per 2 MiB.
+        assert_eq!(m.memory.allocated, 5);
+    }
+
+    #[test]
     fn identity_map_of_77_mib_uses_the_expected_tables() {
         let mut m = mapper();
-        m.map_range(virt(0), phys(0), 77 * MIB, RW, false).unwrap();
+        m.map_range(virt(0), phys(0), 77 * MIB, RW, PageSize::Size2M)
+            .unwrap();
         // 38 pages of 2 MiB cover 76 MiB; the last MiB needs 256 pages of 4 KiB in one PT.
         assert_eq!(count_leaves(&m), [256, 38, 0]);
         // PML4 + PDPT + PD + PT.
@@ -708,18 +719,21 @@ mod tests {
     fn map_range_rejects_unaligned_arguments() {
         let mut m = mapper();
         assert_eq!(
-            m.map_range(virt(0x1001), phys(0), 0x1000, RW, false),
+            m.map_range(virt(0x1001), phys(0), 0x1000, RW, PageSize::Size2M),
             Err(MapError::Misaligned)
         );
         assert_eq!(
-            m.map_range(virt(0), phys(0x10), 0x1000, RW, false),
+            m.map_range(virt(0), phys(0x10), 0x1000, RW, PageSize::Size2M),
             Err(MapError::Misaligned)
         );
         assert_eq!(
-            m.map_range(virt(0), phys(0), 0x1001, RW, false),
+            m.map_range(virt(0), phys(0), 0x1001, RW, PageSize::Size2M),
             Err(MapError::Misaligned)
         );
-        assert_eq!(m.map_range(virt(0), phys(0), 0, RW, false), Ok(()));
+        assert_eq!(
+            m.map_range(virt(0), phys(0), 0, RW, PageSize::Size2M),
+            Ok(())
+        );
         assert_eq!(m.memory.allocated, 1);
     }
 
@@ -728,27 +742,51 @@ mod tests {
         let mut m = mapper();
         let top_of_lower_half = LOWER_HALF_END - 0x1000;
         assert_eq!(
-            m.map_range(virt(top_of_lower_half), phys(0), 0x2000, RW, false),
+            m.map_range(
+                virt(top_of_lower_half),
+                phys(0),
+                0x2000,
+                RW,
+                PageSize::Size2M
+            ),
             Err(MapError::NonCanonical)
         );
         assert_eq!(
-            m.map_range(virt(0xffff_ffff_ffff_f000), phys(0), 0x2000, RW, false),
+            m.map_range(
+                virt(0xffff_ffff_ffff_f000),
+                phys(0),
+                0x2000,
+                RW,
+                PageSize::Size2M
+            ),
             Err(MapError::NonCanonical)
         );
         assert_eq!(
-            m.map_range(virt(0), phys(PHYS_LIMIT - 0x1000), 0x2000, RW, false),
+            m.map_range(
+                virt(0),
+                phys(PHYS_LIMIT - 0x1000),
+                0x2000,
+                RW,
+                PageSize::Size2M
+            ),
             Err(MapError::NonCanonical)
         );
         assert_eq!(m.memory.allocated, 1);
         // The last page of each half is fine.
-        m.map_range(virt(top_of_lower_half), phys(0), 0x1000, RW, false)
-            .unwrap();
+        m.map_range(
+            virt(top_of_lower_half),
+            phys(0),
+            0x1000,
+            RW,
+            PageSize::Size2M,
+        )
+        .unwrap();
         m.map_range(
             virt(0xffff_ffff_ffff_f000),
             phys(PHYS_LIMIT - 0x1000),
             0x1000,
             RW,
-            false,
+            PageSize::Size2M,
         )
         .unwrap();
         assert_eq!(m.translate(virt(u64::MAX)).unwrap().0, phys(PHYS_LIMIT - 1));
@@ -784,7 +822,7 @@ mod tests {
         let start = 2 * MIB - 0x1000;
         let len = 0x1000 + 2 * MIB + 0x1000;
         assert_eq!(
-            m.map_range(virt(start), phys(start), len, RW, false),
+            m.map_range(virt(start), phys(start), len, RW, PageSize::Size2M),
             Err(MapError::OutOfFrames)
         );
         assert_eq!(count_leaves(&m), [0, 0, 0]);
@@ -792,7 +830,7 @@ mod tests {
         assert_eq!(m.translate(virt(2 * MIB)), None);
 
         m.memory.limit = None;
-        m.map_range(virt(start), phys(start), len, RW, false)
+        m.map_range(virt(start), phys(start), len, RW, PageSize::Size2M)
             .unwrap();
         assert_eq!(count_leaves(&m), [2, 1, 0]);
         assert_eq!(m.memory.allocated, 5);
@@ -804,7 +842,7 @@ mod tests {
         m.map(virt(0x5000), phys(0xdead_0000), PageSize::Size4K, RW)
             .unwrap();
         assert_eq!(
-            m.map_range(virt(0), phys(0), 0x10000, RW, false),
+            m.map_range(virt(0), phys(0), 0x10000, RW, PageSize::Size2M),
             Err(MapError::AlreadyMapped)
         );
         assert_eq!(count_leaves(&m), [1, 0, 0]);
