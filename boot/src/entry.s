@@ -1,4 +1,4 @@
-// PVH boot entry: 32-bit protected mode -> long mode -> Rust.
+// Boot entries: PVH (32-bit protected mode -> long mode -> Rust) and Xen PV (64-bit -> Rust).
 //
 // Contract (xen/include/public/arch-x86/hvm/start_info.h, "PVH boot"): entered at the
 // XEN_ELFNOTE_PHYS32_ENTRY address in 32-bit flat protected mode, paging off, interrupts off,
@@ -24,6 +24,40 @@
     .p2align 2
     .long pvh_start32
     .p2align 2
+
+// Xen PV notes (xen/include/public/elfnote.h), read by libxenguest's and Xen's dom0 PV
+// builders. VIRT_BASE = PADDR_OFFSET = 0: the PV bootstrap mapping puts pseudo-physical frame
+// N at virtual N * 4 KiB, so the image runs at its link address under PV too, and every
+// bootstrap structure is "identity-mapped" in pseudo-physical terms.
+.macro XEN_NOTE_HEADER type
+    .p2align 2
+    .long 4                         // namesz: "Xen\0"
+    .long 2f - 1f                   // descsz
+    .long \type
+    .asciz "Xen"
+    .p2align 2
+.endm
+.macro XEN_NOTE_STRING type, text
+    XEN_NOTE_HEADER \type
+1:  .asciz "\text"
+2:
+.endm
+.macro XEN_NOTE_QUAD type, value
+    XEN_NOTE_HEADER \type
+1:  .quad \value
+2:
+.endm
+
+XEN_NOTE_STRING 6, Ringbolt                     // GUEST_OS
+XEN_NOTE_STRING 5, xen-3.0                      // XEN_VERSION
+XEN_NOTE_STRING 8, generic                      // LOADER
+XEN_NOTE_QUAD 3, 0                              // VIRT_BASE
+XEN_NOTE_QUAD 4, 0                              // PADDR_OFFSET
+XEN_NOTE_QUAD 1, xen_pv_start                   // ENTRY
+XEN_NOTE_QUAD 2, hypercall_page                 // HYPERCALL_PAGE
+// As Linux and Mini-OS on x86_64: page tables are updated by hypercall, never written.
+XEN_NOTE_STRING 10, !writable_page_tables       // FEATURES
+.p2align 2
 
 .section .text.boot, "ax"
 .code32
@@ -96,6 +130,26 @@ long_mode_start:
     hlt
     jmp 3b
 
+// Xen PV entry (64-bit, ring 3, paging on): %rsi = virtual address of start_info, %rsp = a
+// stack page in the bootstrap area, events masked. Xen's builder zeroes .bss; clearing it
+// again costs nothing and does not rely on that. Then our own boot stack, and
+// ringbolt_xen_pv_start(start_info_vaddr: u64) -> !.
+.global xen_pv_start
+xen_pv_start:
+    cld
+    mov r12, rsi
+    lea rdi, [rip + __bss_start]
+    lea rcx, [rip + __bss_end]
+    sub rcx, rdi
+    shr rcx, 3
+    xor eax, eax
+    rep stosq
+    lea rsp, [rip + boot_stack_top]
+    xor ebp, ebp
+    mov rdi, r12
+    call ringbolt_xen_pv_start
+4:  jmp 4b                          // ring 3: no hlt
+
 // Xen's hypercall page: Xen writes one 32-byte stub per hypercall into it (PVH/HVM: when the
 // kernel writes its address to the MSR CPUID names; PV: at domain build, via
 // XEN_ELFNOTE_HYPERCALL_PAGE). Filled with int3 so a call before that traps loudly.
@@ -134,5 +188,10 @@ boot_stack_bottom:
     .skip 65536
 .global boot_stack_top
 boot_stack_top:
+// Xen PV: the virtual page where the kernel maps shared_info (a machine frame Xen owns).
+.p2align 12
+.global xen_pv_shared_info
+xen_pv_shared_info:
+    .skip 4096
 
 .section .text

@@ -9,11 +9,14 @@
 //! 0x0000_0000_fee0_0000  MMIO pages mapped one by one, uncached (local APIC, ...)
 //! 0x0000_1000_0000_0000  heap: grows on demand, 4 KiB frames mapped as talc asks for more
 //! ```
-//! Page tables are written through `Platform::write_pte` so the same mapper serves Xen PV,
-//! where every entry write is a hypercall.
+//! Page tables are read and written through the platform (`Platform::read_pte`/`write_pte`) so
+//! the same mapper serves Xen PV, where every entry holds a machine frame and every write is a
+//! hypercall. There the kernel also keeps the loader's tables and extends them in place
+//! (`Platform::boot_page_tables`), 4 KiB pages only, and the null page is unmapped from them.
 
 use core::alloc::Layout;
 use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use hermit_sync::SpinMutex;
 use ringbolt_boot::{BootInfo, PhysMemory};
@@ -37,6 +40,13 @@ const HEAP_MAX: u64 = 1 << 40;
 const HEAP_GROWTH: u64 = 1 << 20;
 
 static FRAMES: SpinMutex<FrameAllocator> = SpinMutex::new(FrameAllocator::new());
+/// New page-table frames come from below this address, which the active tables map: the boot
+/// tables' 4 GiB, Xen PV's bootstrap area growing as the identity map is extended, then all
+/// of the identity map.
+static TABLE_FRAME_LIMIT: AtomicU64 = AtomicU64::new(BOOT_MAPPED_END);
+/// The identity map grows in steps of this size on Xen PV, so each step's tables come from
+/// memory the previous steps mapped.
+const IDENTITY_STEP: u64 = 2 << 20;
 static PAGES: SpinMutex<Option<Mapper<PlatformPageTables>>> = SpinMutex::new(None);
 
 /// Usable RAM in the memory map, in bytes, recorded at boot.
@@ -68,24 +78,26 @@ impl PhysMemory for BootIdentityMap {
     }
 }
 
-/// Page-table frames come from the frame allocator, below 4 GiB so the boot identity map
-/// reaches them while the kernel's tables are being built; entries go through the platform.
+/// Page-table frames come from the frame allocator, below `TABLE_FRAME_LIMIT` so the active
+/// tables reach them while the kernel's are being built; entries go through the platform.
 pub(crate) struct PlatformPageTables;
 
 impl PageTableMemory for PlatformPageTables {
     fn allocate_table(&mut self) -> Option<PhysAddr> {
-        let frame = FRAMES.lock().allocate_below(BOOT_MAPPED_END)?;
-        // SAFETY: the frame is fresh from the allocator (no one else holds it) and lies below
-        // 4 GiB, identity-mapped writable by both the boot and the kernel tables.
+        let frame = FRAMES
+            .lock()
+            .allocate_below(TABLE_FRAME_LIMIT.load(Ordering::Relaxed))?;
+        // SAFETY: the frame is fresh from the allocator (no one else holds it, and it is mapped
+        // nowhere but the identity map) and lies below TABLE_FRAME_LIMIT, which the active
+        // tables identity-map writable.
         unsafe { core::ptr::write_bytes(frame.as_u64() as *mut u8, 0, FRAME_SIZE as usize) };
+        platform().prepare_page_table(frame);
         Some(frame)
     }
 
     fn read_entry(&self, table: PhysAddr, index: usize) -> u64 {
         assert!(index < 512, "page-table index {index} out of range");
-        // SAFETY: `table` is a page-table frame this module allocated (identity-mapped, 4 KiB,
-        // aligned) and index < 512 keeps the read inside it.
-        unsafe { core::ptr::read_volatile((table.as_u64() as *const u64).add(index)) }
+        platform().read_pte(table, index)
     }
 
     fn write_entry(&mut self, table: PhysAddr, index: usize, value: u64) {
@@ -127,9 +139,14 @@ pub(crate) fn init(boot: &BootInfo<'_>, shared_pages: &[PhysAddr]) {
             }
         }
         let image = image_range();
+        // Shared pages may sit in RAM (Xen PV's console ring): never hand them out.
+        let shared = shared_pages
+            .iter()
+            .map(|page| (page.as_u64(), page.as_u64() + FRAME_SIZE));
         let reserved = [(0, 1 << 20), image]
             .into_iter()
-            .chain(boot.occupied_ranges());
+            .chain(boot.occupied_ranges())
+            .chain(shared);
         for (start, end) in reserved {
             if let Err(e) = frames.reserve(start, end) {
                 panic!("memory: cannot reserve {start:#x}-{end:#x}: {e}");
@@ -142,21 +159,39 @@ pub(crate) fn init(boot: &BootInfo<'_>, shared_pages: &[PhysAddr]) {
         .map(|(_, end)| end)
         .max()
         .unwrap_or(0);
-    let identity_end = ram_end.max(IDENTITY_MIN_END).next_multiple_of(FRAME_SIZE);
-    let root = PlatformPageTables
-        .allocate_table()
-        .expect("memory: no frame for the top-level page table");
-    let mut mapper = Mapper::new(root, PlatformPageTables);
     let flags = PageTableFlags::PRESENT | PageTableFlags::WRITABLE;
-    mapper
-        .map_range(
-            VirtAddr::new(FRAME_SIZE),
-            PhysAddr::new(FRAME_SIZE),
-            identity_end - FRAME_SIZE,
-            flags,
-            true,
-        )
-        .unwrap_or_else(|e| panic!("memory: identity map up to {identity_end:#x} failed: {e:?}"));
+    let (mut mapper, identity_end) = match platform().boot_page_tables() {
+        None => {
+            let identity_end = ram_end.max(IDENTITY_MIN_END).next_multiple_of(FRAME_SIZE);
+            let root = PlatformPageTables
+                .allocate_table()
+                .expect("memory: no frame for the top-level page table");
+            let mut mapper = Mapper::new(root, PlatformPageTables);
+            mapper
+                .map_range(
+                    VirtAddr::new(FRAME_SIZE),
+                    PhysAddr::new(FRAME_SIZE),
+                    identity_end - FRAME_SIZE,
+                    flags,
+                    platform().largest_page(),
+                )
+                .unwrap_or_else(|e| {
+                    panic!("memory: identity map up to {identity_end:#x} failed: {e:?}")
+                });
+            (mapper, identity_end)
+        }
+        Some(tables) => {
+            TABLE_FRAME_LIMIT.store(tables.mapped_end, Ordering::Relaxed);
+            let identity_end = ram_end.next_multiple_of(FRAME_SIZE);
+            let mut mapper = Mapper::new(tables.root, PlatformPageTables);
+            extend_identity_map(&mut mapper, identity_end, flags);
+            match mapper.unmap(VirtAddr::zero()) {
+                Ok(_) | Err(MapError::NotMapped) => {}
+                Err(e) => panic!("memory: cannot unmap the null page: {e:?}"),
+            }
+            (mapper, identity_end)
+        }
+    };
     let shared_flags =
         PageTableFlags::PRESENT | PageTableFlags::WRITABLE | PageTableFlags::NO_EXECUTE;
     for &page in shared_pages {
@@ -177,7 +212,8 @@ pub(crate) fn init(boot: &BootInfo<'_>, shared_pages: &[PhysAddr]) {
     if let Err(e) = mapper.unmap(guard) {
         log::warn!("memory: no stack guard page at {guard:?}: {e:?}");
     }
-    platform().activate_page_table(root);
+    platform().activate_page_table(mapper.root());
+    TABLE_FRAME_LIMIT.store(identity_end, Ordering::Relaxed);
     *PAGES.lock() = Some(mapper);
     log::info!(
         "memory: {} KiB usable, {} KiB free, identity map to {:#x}",
@@ -185,6 +221,26 @@ pub(crate) fn init(boot: &BootInfo<'_>, shared_pages: &[PhysAddr]) {
         FRAMES.lock().free_bytes() / 1024,
         identity_end
     );
+}
+
+/// Maps every page of `[4 KiB, end)` the loader's tables leave unmapped, identity, one
+/// `IDENTITY_STEP` at a time, raising `TABLE_FRAME_LIMIT` after each step so the next step's
+/// tables come from memory already mapped. Pages the loader mapped keep their mapping (Xen PV:
+/// its page tables are mapped read-only, as they must stay).
+fn extend_identity_map(mapper: &mut Mapper<PlatformPageTables>, end: u64, flags: PageTableFlags) {
+    let mut start = FRAME_SIZE;
+    while start < end {
+        let step_end = (start + 1).next_multiple_of(IDENTITY_STEP).min(end);
+        for page in (start..step_end).step_by(FRAME_SIZE as usize) {
+            let (virt, phys) = (VirtAddr::new(page), PhysAddr::new(page));
+            match mapper.map(virt, phys, ringbolt_mm::PageSize::Size4K, flags) {
+                Ok(()) | Err(MapError::AlreadyMapped) => {}
+                Err(e) => panic!("memory: identity map of {page:#x} failed: {e:?}"),
+            }
+        }
+        TABLE_FRAME_LIMIT.fetch_max(step_end, Ordering::Relaxed);
+        start = step_end;
+    }
 }
 
 fn image_range() -> (u64, u64) {

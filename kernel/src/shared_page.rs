@@ -8,7 +8,7 @@ use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU64, Ordering, compiler_fence, fence};
 
 use ringbolt_shmem::{OutOfBounds, SharedMemory};
-use x86_64::PhysAddr;
+use x86_64::{PhysAddr, VirtAddr};
 
 const PAGE_SIZE: usize = 4096;
 
@@ -27,6 +27,14 @@ impl SharedPage {
     /// as the kernel runs (boot identity map, `Platform::shared_pages`, or a RAM frame).
     pub(crate) fn identity(phys: PhysAddr) -> Self {
         let base = NonNull::new(phys.align_down(PAGE_SIZE as u64).as_u64() as *mut u8)
+            .expect("shared page at address 0");
+        SharedPage { base }
+    }
+
+    /// The page mapped at `virt` (a mapping of a frame that is not identity-mapped, such as Xen
+    /// PV's `shared_info`), which stays mapped writable for as long as the kernel runs.
+    pub(crate) fn mapped_at(virt: VirtAddr) -> Self {
+        let base = NonNull::new(virt.align_down(PAGE_SIZE as u64).as_mut_ptr::<u8>())
             .expect("shared page at address 0");
         SharedPage { base }
     }

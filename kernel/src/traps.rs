@@ -13,12 +13,15 @@ use hermit_sync::OnceCell;
 use x86_64::VirtAddr;
 use x86_64::instructions::segmentation::{CS, DS, ES, SS, Segment};
 use x86_64::instructions::tables::load_tss;
-use x86_64::registers::control::Cr2;
 use x86_64::structures::gdt::{Descriptor, GlobalDescriptorTable, SegmentSelector};
 use x86_64::structures::idt::InterruptDescriptorTable;
 use x86_64::structures::tss::TaskStateSegment;
 
-use crate::apic;
+use ringbolt_xen_abi::arch_x86::{FLAT_KERNEL_CS, TrapInfo};
+use ringbolt_xen_abi::xen::{HYPERCALL_ENTRY_SIZE, HYPERVISOR_IRET};
+
+use crate::platform::try_platform;
+use crate::{apic, xen};
 
 const DOUBLE_FAULT_IST_INDEX: u16 = 0;
 const IST_STACK_SIZE: usize = 16 * 1024;
@@ -76,7 +79,10 @@ impl fmt::Display for TrapFrame {
         write!(
             f,
             "  cs={:#x} ss={:#x} rflags={:#x}",
-            self.cs, self.ss, self.rflags
+            // Xen PV keeps its saved event mask in the slot's upper bits.
+            self.cs & 0xffff,
+            self.ss & 0xffff,
+            self.rflags
         )
     }
 }
@@ -108,6 +114,7 @@ fn exception_name(vector: u64) -> &'static str {
         28 => "hypervisor injection exception",
         29 => "VMM communication exception",
         30 => "security exception",
+        XEN_PV_FAILSAFE => "Xen failsafe callback (bad segment on return)",
         _ => "reserved exception",
     }
 }
@@ -119,7 +126,10 @@ extern "C" fn ringbolt_trap(frame: &mut TrapFrame) {
         v if v == u64::from(apic::TIMER_VECTOR) => apic::end_of_interrupt(),
         v if v == u64::from(apic::SPURIOUS_VECTOR) => {} // no EOI for spurious interrupts
         vector => {
-            let cr2 = if vector == 14 { Cr2::read_raw() } else { 0 };
+            let cr2 = match (vector, try_platform()) {
+                (14, Some(platform)) => platform.fault_address(),
+                _ => 0,
+            };
             panic!(
                 "exception: {} (vector {}) error={:#x} rip={:#x} cr2={:#x}\n{}",
                 exception_name(vector),
@@ -144,6 +154,11 @@ trap_stub_\vector:
     .endif
     push \vector
     jmp trap_common
+// Xen PV: Xen's bounce frame has the interrupted %rcx and %r11 on top of the hardware frame.
+xen_pv_trap_stub_\vector:
+    pop rcx
+    pop r11
+    jmp trap_stub_\vector
 .endm
 
 .section .text
@@ -173,6 +188,29 @@ TRAP_STUB 29, 1
 TRAP_STUB 30, 1
 TRAP_STUB 48, 0
 TRAP_STUB 255, 0
+
+// Xen PV event upcall (HYPERVISOR_set_callbacks), delivered only while SCHEDOP_block has
+// events unmasked. It records nothing (the idle loop scans the pending bits itself) and
+// returns through HYPERVISOR_iret with RFLAGS.IF clear in the frame, which leaves events
+// masked: the kernel's rule that events interrupt nothing but the idle wait holds on PV too.
+.global xen_pv_event_callback
+xen_pv_event_callback:
+    pop rcx
+    pop r11
+    and qword ptr [rsp + 16], -0x201   // rip, cs, rflags: clear IF (bit 9)
+    push 0                          // iret flags: not returning from a syscall
+    jmp hypercall_page + {iret_entry}
+
+// Xen PV failsafe callback: Xen could not reload a segment register on return to us. Fatal;
+// reported like an exception, with {failsafe} as the vector.
+.global xen_pv_failsafe_callback
+xen_pv_failsafe_callback:
+    pop rcx
+    pop r11
+    add rsp, 32                     // ds, es, fs, gs
+    push 0
+    push {failsafe}
+    jmp trap_common
 
 trap_common:
     push rax
@@ -220,8 +258,19 @@ trap_stubs:
     .quad trap_stub_12, trap_stub_13, trap_stub_14, trap_stub_16, trap_stub_17, trap_stub_18
     .quad trap_stub_19, trap_stub_20, trap_stub_21, trap_stub_28, trap_stub_29, trap_stub_30
     .quad trap_stub_48, trap_stub_255
+.global xen_pv_trap_stubs
+xen_pv_trap_stubs:
+    .quad xen_pv_trap_stub_0, xen_pv_trap_stub_1, xen_pv_trap_stub_2, xen_pv_trap_stub_3
+    .quad xen_pv_trap_stub_4, xen_pv_trap_stub_5, xen_pv_trap_stub_6, xen_pv_trap_stub_7
+    .quad xen_pv_trap_stub_8, xen_pv_trap_stub_9, xen_pv_trap_stub_10, xen_pv_trap_stub_11
+    .quad xen_pv_trap_stub_12, xen_pv_trap_stub_13, xen_pv_trap_stub_14, xen_pv_trap_stub_16
+    .quad xen_pv_trap_stub_17, xen_pv_trap_stub_18, xen_pv_trap_stub_19, xen_pv_trap_stub_20
+    .quad xen_pv_trap_stub_21, xen_pv_trap_stub_28, xen_pv_trap_stub_29, xen_pv_trap_stub_30
+    .quad xen_pv_trap_stub_48, xen_pv_trap_stub_255
 .section .text
-"#
+"#,
+    iret_entry = const HYPERVISOR_IRET as usize * HYPERCALL_ENTRY_SIZE,
+    failsafe = const XEN_PV_FAILSAFE,
 );
 
 /// The vectors `trap_stubs` covers, in table order. Must match the assembly above.
@@ -256,7 +305,14 @@ const VECTORS: [u8; 26] = [
 
 unsafe extern "C" {
     static trap_stubs: [u64; VECTORS.len()];
+    static xen_pv_trap_stubs: [u64; VECTORS.len()];
+    /// Entry points, not data: only their addresses are taken.
+    static xen_pv_event_callback: u8;
+    static xen_pv_failsafe_callback: u8;
 }
+
+/// The pseudo-vector `ringbolt_trap` sees for Xen PV's failsafe callback.
+const XEN_PV_FAILSAFE: u64 = 0x100;
 
 struct Tables {
     gdt: GlobalDescriptorTable,
@@ -334,4 +390,42 @@ pub(crate) fn init() {
         idt
     });
     idt.load();
+}
+
+/// Xen PV: registers the exception entry points with Xen (a ring-3 kernel has no IDT, GDT or
+/// TSS of its own) and the event and failsafe callbacks. NMI and machine check come from Xen
+/// by other means, a double fault kills the domain, and the APIC vectors do not exist here.
+pub(crate) fn init_xen_pv() {
+    let mut table = [TrapInfo::default(); VECTORS.len() + 1];
+    let handled = VECTORS
+        .iter()
+        .enumerate()
+        .filter(|&(_, &vector)| vector < 32 && !matches!(vector, 2 | 8 | 18));
+    for (slot, (index, &vector)) in table.iter_mut().zip(handled) {
+        // SAFETY: reading the linker-provided table of stub addresses, fully initialised in
+        // .rodata.
+        let address = unsafe { xen_pv_trap_stubs[index] };
+        // Flags 0: not reachable by `int n`, and delivered with events masked.
+        *slot = TrapInfo {
+            vector,
+            flags: 0,
+            cs: FLAT_KERNEL_CS,
+            address,
+        };
+    }
+    // SAFETY: every entry names the PV stub for its vector, which pops Xen's %rcx/%r11 and
+    // continues as the native stub; the table ends with zero entries.
+    if let Err(e) = unsafe { xen::set_trap_table(&table) } {
+        panic!("xen-pv: set_trap_table refused: {e:?}");
+    }
+    // SAFETY: the callbacks above expect exactly Xen's event and failsafe bounce frames.
+    let registered = unsafe {
+        xen::set_callbacks(
+            &raw const xen_pv_event_callback as u64,
+            &raw const xen_pv_failsafe_callback as u64,
+        )
+    };
+    if let Err(e) = registered {
+        panic!("xen-pv: set_callbacks refused: {e:?}");
+    }
 }

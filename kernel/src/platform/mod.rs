@@ -4,6 +4,7 @@
 //! through [`platform()`]. Adding Xen PV, Xen PVH or Hyper-V means adding a module here that
 //! implements [`Platform`]; nothing outside `platform/` changes.
 
+use ringbolt_mm::PageSize;
 use ringbolt_time::Instant;
 use x86_64::PhysAddr;
 
@@ -11,6 +12,8 @@ use hermit_sync::OnceCell;
 
 pub(crate) mod hvm;
 pub(crate) mod pvh_vmm;
+pub(crate) mod xen;
+pub(crate) mod xen_pv;
 pub(crate) mod xen_pvh;
 
 /// How the VM ends.
@@ -51,11 +54,31 @@ pub(crate) trait Platform: Sync {
     /// Called and returns with events masked; unmasks only for the wait itself, atomically.
     fn wait_for_event(&self, deadline: Option<Instant>);
 
-    /// Writes one page-table entry. Plain VMM and HVM: a store. Xen PV: `HYPERVISOR_mmu_update`.
+    /// The loader's page tables, if the kernel must extend them in place instead of building
+    /// its own and switching (Xen PV, where a new root would have to be validated and pinned
+    /// whole). `None`: build new tables; the boot tables map the low 4 GiB meanwhile.
+    fn boot_page_tables(&self) -> Option<BootPageTables>;
+
+    /// The largest page the platform lets the kernel map (Xen PV: 4 KiB only).
+    fn largest_page(&self) -> PageSize;
+
+    /// Reads one page-table entry, with the frame address in the kernel's physical terms
+    /// (Xen PV: translated from a machine frame through the M2P).
+    fn read_pte(&self, table: PhysAddr, index: usize) -> u64;
+
+    /// Writes one page-table entry given in the kernel's physical terms. Plain VMM and HVM: a
+    /// store. Xen PV: `HYPERVISOR_mmu_update`, with the frame translated through the P2M.
     fn write_pte(&self, table: PhysAddr, index: usize, value: u64);
 
-    /// Makes `root` the active top-level page table.
+    /// Readies a zeroed, identity-mapped frame to become a page table (Xen PV: maps it
+    /// read-only, as Xen requires of every page-table page).
+    fn prepare_page_table(&self, frame: PhysAddr);
+
+    /// Makes `root` the active top-level page table, and flushes the TLB.
     fn activate_page_table(&self, root: PhysAddr);
+
+    /// The address of the last page fault (CR2; Xen PV: `vcpu_info.arch.cr2`).
+    fn fault_address(&self) -> u64;
 
     /// Pages the platform shares with the hypervisor (console ring, ...) that the kernel's
     /// page tables must keep identity-mapped.
@@ -68,6 +91,15 @@ pub(crate) trait Platform: Sync {
 
     /// Ends the VM; never returns.
     fn shutdown(&self, status: ExitStatus) -> !;
+}
+
+/// Page tables a loader left for the kernel to extend ([`Platform::boot_page_tables`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct BootPageTables {
+    /// The active top-level table.
+    pub(crate) root: PhysAddr,
+    /// Everything below this physical address is identity-mapped, writable, by them.
+    pub(crate) mapped_end: u64,
 }
 
 /// What the entry gathers from loader memory for the platform's second stage.

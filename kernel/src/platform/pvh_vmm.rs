@@ -176,13 +176,7 @@ impl Platform for PvhVmm {
         hvm::wait_for_event(self.clock.now(), deadline);
     }
 
-    fn write_pte(&self, table: PhysAddr, index: usize, value: u64) {
-        hvm::write_pte(table, index, value);
-    }
-
-    fn activate_page_table(&self, root: PhysAddr) {
-        hvm::activate_page_table(root);
-    }
+    hvm::hvm_paging_methods!();
 
     fn shared_pages(&self) -> &[PhysAddr] {
         &[]

@@ -5,14 +5,25 @@
 //! by pointer live on our stack, whose virtual address Xen translates through our page tables
 //! (PVH) or its own (PV).
 
-use ringbolt_xen_abi::arch_x86::XEN_CPUID_SIGNATURE;
-use ringbolt_xen_abi::event_channel::{EVTCHNOP_SEND, EvtchnSend};
+use ringbolt_xen_abi::arch_x86::{TrapInfo, XEN_CPUID_SIGNATURE};
+use ringbolt_xen_abi::event_channel::{
+    EVTCHNOP_BIND_VIRQ, EVTCHNOP_SEND, EvtchnBindVirq, EvtchnSend,
+};
 use ringbolt_xen_abi::hvm::hvm_op::{HVMOP_GET_PARAM, XenHvmParam};
-use ringbolt_xen_abi::memory::{XENMAPSPACE_SHARED_INFO, XENMEM_ADD_TO_PHYSMAP, XenAddToPhysmap};
-use ringbolt_xen_abi::sched::{SCHEDOP_SHUTDOWN, SchedShutdown};
+use ringbolt_xen_abi::memory::{
+    XENMAPSPACE_SHARED_INFO, XENMEM_ADD_TO_PHYSMAP, XENMEM_MACHPHYS_MAPPING, XenAddToPhysmap,
+    XenMachphysMapping,
+};
+use ringbolt_xen_abi::sched::{SCHEDOP_BLOCK, SCHEDOP_SHUTDOWN, SchedShutdown};
+use ringbolt_xen_abi::vcpu::{
+    VCPUOP_SET_SINGLESHOT_TIMER, VCPUOP_STOP_PERIODIC_TIMER, VCPUOP_STOP_SINGLESHOT_TIMER,
+    VcpuSetSingleshotTimer,
+};
 use ringbolt_xen_abi::xen::{
-    DOMID_SELF, HYPERVISOR_EVENT_CHANNEL_OP, HYPERVISOR_HVM_OP, HYPERVISOR_MEMORY_OP,
-    HYPERVISOR_SCHED_OP,
+    CONSOLEIO_WRITE, DOMID_SELF, HYPERVISOR_CONSOLE_IO, HYPERVISOR_EVENT_CHANNEL_OP,
+    HYPERVISOR_HVM_OP, HYPERVISOR_MEMORY_OP, HYPERVISOR_MMU_UPDATE, HYPERVISOR_MMUEXT_OP,
+    HYPERVISOR_SCHED_OP, HYPERVISOR_SET_CALLBACKS, HYPERVISOR_SET_TRAP_TABLE,
+    HYPERVISOR_UPDATE_VA_MAPPING, HYPERVISOR_VCPU_OP, MmuUpdate, MmuextOp,
 };
 
 use crate::cpu;
@@ -167,6 +178,170 @@ pub(crate) fn map_shared_info(gpfn: u64) -> Result<(), XenError> {
         )
     })?;
     Ok(())
+}
+
+/// `SCHEDOP_block`: sleeps until an event is pending. Unmasks event upcalls first (atomically
+/// with the check for pending events), so an upcall is delivered on the way back.
+pub(crate) fn sched_block() -> Result<i64, XenError> {
+    // SAFETY: SCHEDOP_block takes no argument.
+    check(unsafe { hypercall(HYPERVISOR_SCHED_OP, [SCHEDOP_BLOCK.into(), 0, 0, 0, 0]) })
+}
+
+/// `EVTCHNOP_bind_virq` for vCPU 0: the new local port.
+pub(crate) fn bind_virq(virq: u32) -> Result<u32, XenError> {
+    let mut bind = EvtchnBindVirq {
+        virq,
+        vcpu: 0,
+        port: 0,
+    };
+    // SAFETY: EVTCHNOP_bind_virq takes a pointer to an evtchn_bind_virq, which Xen completes;
+    // `bind` is writable and lives across the call.
+    check(unsafe {
+        hypercall(
+            HYPERVISOR_EVENT_CHANNEL_OP,
+            [EVTCHNOP_BIND_VIRQ.into(), (&raw mut bind) as u64, 0, 0, 0],
+        )
+    })?;
+    Ok(bind.port)
+}
+
+/// `VCPUOP_set_singleshot_timer` on vCPU 0: `VIRQ_TIMER` at Xen system time `deadline_ns` (at
+/// once if that has passed).
+pub(crate) fn set_singleshot_timer(deadline_ns: u64) -> Result<i64, XenError> {
+    let timer = VcpuSetSingleshotTimer {
+        timeout_abs_ns: deadline_ns,
+        flags: 0,
+    };
+    // SAFETY: VCPUOP_set_singleshot_timer takes a pointer to a vcpu_set_singleshot_timer,
+    // which lives across the call.
+    check(unsafe {
+        hypercall(
+            HYPERVISOR_VCPU_OP,
+            [VCPUOP_SET_SINGLESHOT_TIMER.into(), 0, pointer(&timer), 0, 0],
+        )
+    })
+}
+
+/// `VCPUOP_stop_singleshot_timer` (`periodic: false`) or `VCPUOP_stop_periodic_timer` on
+/// vCPU 0.
+pub(crate) fn stop_timer(periodic: bool) -> Result<i64, XenError> {
+    let command = if periodic {
+        VCPUOP_STOP_PERIODIC_TIMER
+    } else {
+        VCPUOP_STOP_SINGLESHOT_TIMER
+    };
+    // SAFETY: both commands take a null argument.
+    check(unsafe { hypercall(HYPERVISOR_VCPU_OP, [command.into(), 0, 0, 0, 0]) })
+}
+
+/// `HYPERVISOR_console_io(CONSOLEIO_write)`: Xen's own console. Allowed for dom0 (and for a
+/// domU only on a debug build of Xen).
+pub(crate) fn console_io_write(bytes: &[u8]) -> Result<i64, XenError> {
+    // SAFETY: CONSOLEIO_write reads `len` bytes at the pointer, all inside `bytes`.
+    check(unsafe {
+        hypercall(
+            HYPERVISOR_CONSOLE_IO,
+            [
+                CONSOLEIO_WRITE.into(),
+                bytes.len() as u64,
+                bytes.as_ptr() as u64,
+                0,
+                0,
+            ],
+        )
+    })
+}
+
+/// `XENMEM_machphys_mapping`: where the read-only M2P table is and how far it reaches.
+pub(crate) fn machphys_mapping() -> Result<XenMachphysMapping, XenError> {
+    let mut mapping = XenMachphysMapping::default();
+    // SAFETY: XENMEM_machphys_mapping fills a xen_machphys_mapping; `mapping` is writable and
+    // lives across the call.
+    check(unsafe {
+        hypercall(
+            HYPERVISOR_MEMORY_OP,
+            [
+                XENMEM_MACHPHYS_MAPPING.into(),
+                (&raw mut mapping) as u64,
+                0,
+                0,
+                0,
+            ],
+        )
+    })?;
+    Ok(mapping)
+}
+
+/// `HYPERVISOR_mmu_update` of one entry for our own domain (Xen PV).
+///
+/// # Safety
+/// `request.ptr` must be the machine address of an entry of one of our page tables and
+/// `request.val` an entry that maps memory the kernel may map that way: Xen checks type and
+/// ownership, not that the kernel's own data stays mapped.
+pub(crate) unsafe fn mmu_update(request: MmuUpdate) -> Result<i64, XenError> {
+    // SAFETY: one mmu_update structure that lives across the call; the success-count pointer
+    // is null (allowed). The caller vouches for what the update maps.
+    check(unsafe {
+        hypercall(
+            HYPERVISOR_MMU_UPDATE,
+            [pointer(&request), 1, 0, u64::from(DOMID_SELF), 0],
+        )
+    })
+}
+
+/// `HYPERVISOR_mmuext_op` of one operation for our own domain (Xen PV).
+///
+/// # Safety
+/// The operation must not unmap or retype memory the kernel still uses (a TLB flush never
+/// does).
+pub(crate) unsafe fn mmuext_op(op: MmuextOp) -> Result<i64, XenError> {
+    // SAFETY: one mmuext_op structure that lives across the call, null success count.
+    check(unsafe {
+        hypercall(
+            HYPERVISOR_MMUEXT_OP,
+            [pointer(&op), 1, 0, u64::from(DOMID_SELF), 0],
+        )
+    })
+}
+
+/// `HYPERVISOR_update_va_mapping`: sets the L1 entry that maps `va` (Xen PV).
+///
+/// # Safety
+/// As for [`mmu_update`]: the new entry must not take away memory the kernel is using at `va`.
+pub(crate) unsafe fn update_va_mapping(va: u64, entry: u64, flags: u64) -> Result<i64, XenError> {
+    // SAFETY: no pointers; the caller vouches for the mapping.
+    check(unsafe { hypercall(HYPERVISOR_UPDATE_VA_MAPPING, [va, entry, flags, 0, 0]) })
+}
+
+/// `HYPERVISOR_set_trap_table` (Xen PV). `table` ends with an all-zero entry.
+///
+/// # Safety
+/// Every non-zero entry's address must be a PV exception entry point for its vector (one that
+/// expects Xen's frame with %rcx and %r11 on top).
+pub(crate) unsafe fn set_trap_table(table: &[TrapInfo]) -> Result<i64, XenError> {
+    assert_eq!(
+        table.last(),
+        Some(&TrapInfo::default()),
+        "unterminated trap table"
+    );
+    // SAFETY: Xen reads entries up to the terminator, which the assert proved is inside the
+    // slice; the caller vouches for the handlers.
+    check(unsafe {
+        hypercall(
+            HYPERVISOR_SET_TRAP_TABLE,
+            [table.as_ptr() as u64, 0, 0, 0, 0],
+        )
+    })
+}
+
+/// `HYPERVISOR_set_callbacks` (x86_64 Xen PV): the event-upcall and failsafe entry points; no
+/// syscall entry (there is no user mode).
+///
+/// # Safety
+/// Both addresses must be entry points for Xen's bounce frames of those kinds.
+pub(crate) unsafe fn set_callbacks(event: u64, failsafe: u64) -> Result<i64, XenError> {
+    // SAFETY: no pointers to data; the caller vouches for the entry points.
+    check(unsafe { hypercall(HYPERVISOR_SET_CALLBACKS, [event, failsafe, 0, 0, 0]) })
 }
 
 fn pointer<T>(value: &T) -> u64 {

@@ -32,6 +32,40 @@ pub const HYPERVISOR_VIRT_START: u64 = 0xFFFF_8000_0000_0000;
 /// End of the hole (`__HYPERVISOR_VIRT_END`).
 pub const HYPERVISOR_VIRT_END: u64 = 0xFFFF_8800_0000_0000;
 
+/// Read-only machine-to-physical table every PV guest sees: `u64` pseudo-physical frame per
+/// machine frame (`RO_MPT_VIRT_START` in `xen/include/public/arch-x86/xen-x86_64.h`). Its
+/// length comes from `XENMEM_machphys_mapping`.
+pub const MACH2PHYS_VIRT_START: u64 = 0xFFFF_8000_0000_0000;
+
+/// Flat ring-3 selectors Xen gives a 64-bit PV kernel (`FLAT_KERNEL_CS` etc.): the kernel runs
+/// in ring 3 in its own address-space mode, with these GDT entries provided by Xen.
+pub const FLAT_KERNEL_CS: u16 = 0xe033;
+pub const FLAT_KERNEL_DS: u16 = 0xe02b;
+pub const FLAT_KERNEL_SS: u16 = 0xe02b;
+
+/// `trap_info.flags` bit 2: deliver with events enabled (an "interrupt gate" clears it).
+pub const TI_EVENTS_ENABLED: u8 = 1 << 2;
+
+/// `struct trap_info`: one entry of `HYPERVISOR_set_trap_table`'s array, which ends with an
+/// all-zero entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TrapInfo {
+    /// Exception vector.
+    pub vector: u8,
+    /// Bits 1:0: the privilege level allowed to `int` it; bit 2: [`TI_EVENTS_ENABLED`].
+    pub flags: u8,
+    /// Code selector of the handler.
+    pub cs: u16,
+    /// Handler address.
+    pub address: u64,
+}
+
+const _: () = {
+    assert!(core::mem::size_of::<TrapInfo>() == 16);
+    assert!(core::mem::offset_of!(TrapInfo, address) == 8);
+};
+
 /// The first CPUID leaf Xen may use; with Viridian (Hyper-V) enlightenments enabled its leaves
 /// move up by 0x100, so a guest scans `0x4000_0000..0x4001_0000` in steps of 0x100.
 pub const XEN_CPUID_FIRST_LEAF: u32 = 0x4000_0000;

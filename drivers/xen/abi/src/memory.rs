@@ -13,6 +13,8 @@ pub const XENMEM_POPULATE_PHYSMAP: u32 = 6;
 pub const XENMEM_ADD_TO_PHYSMAP: u32 = 7;
 /// The guest's E820-style memory map; argument a [`XenMemoryMap`].
 pub const XENMEM_MEMORY_MAP: u32 = 9;
+/// Where the read-only M2P table is mapped; argument a [`XenMachphysMapping`].
+pub const XENMEM_MACHPHYS_MAPPING: u32 = 12;
 pub const XENMEM_REMOVE_FROM_PHYSMAP: u32 = 15;
 
 // `xen_add_to_physmap.space`.
@@ -74,3 +76,15 @@ mod tests {
         assert_eq!(XENMAPSPACE_GRANT_TABLE, 1);
     }
 }
+
+/// `struct xen_machphys_mapping`: the M2P table's virtual range and the largest machine frame
+/// it covers.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct XenMachphysMapping {
+    pub v_start: u64,
+    pub v_end: u64,
+    pub max_mfn: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<XenMachphysMapping>() == 24);
