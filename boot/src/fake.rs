@@ -10,11 +10,38 @@ use crate::hvm_start_info::{
 };
 use crate::xen_start_info::{self, START_INFO_LEN, XenPvInfo};
 
+/// Bytes at the front of a fuzz input that say where the rest goes
+/// ([`FakeMemory::from_fuzz_input`]).
+pub const FUZZ_PREFIX: usize = 11;
+
 /// `bytes` mapped at physical addresses `base..base + bytes.len()`; nothing else is readable.
 #[derive(Clone, Debug)]
 pub struct FakeMemory<B> {
     base: u64,
     bytes: B,
+}
+
+impl<'a> FakeMemory<&'a [u8]> {
+    /// Splits a fuzz input into memory and the address of a structure in it: byte 0 picks the
+    /// base (0, one page up, flush against the top of the address space, or bytes 1..9), bytes
+    /// 9..11 the structure's offset from the base, which may lie outside the memory. `None` for
+    /// inputs shorter than [`FUZZ_PREFIX`].
+    pub fn from_fuzz_input(data: &'a [u8]) -> Option<(Self, u64)> {
+        let (prefix, memory) = data.split_first_chunk::<FUZZ_PREFIX>()?;
+        let mut explicit = [0; 8];
+        explicit.copy_from_slice(&prefix[1..9]);
+        let base = match prefix[0] % 4 {
+            0 => 0,
+            1 => 0x1000,
+            2 => 0u64.wrapping_sub(memory.len() as u64),
+            _ => u64::from_le_bytes(explicit),
+        };
+        let offset = u16::from_le_bytes([prefix[9], prefix[10]]);
+        Some((
+            FakeMemory::new(base, memory),
+            base.wrapping_add(u64::from(offset)),
+        ))
+    }
 }
 
 impl<B: AsRef<[u8]>> FakeMemory<B> {

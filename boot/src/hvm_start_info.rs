@@ -24,9 +24,8 @@
 //! reading a field twice cannot see two values.
 
 use core::fmt;
-use core::ops::Range;
 
-type Field = Range<usize>;
+use crate::le::{Field, read_u32, read_u64, write_u32, write_u64};
 
 /// `XEN_HVM_START_MAGIC_VALUE`: "xEn3" with the 0x80 bit of the "E" set.
 pub const MAGIC: u32 = 0x336e_c578;
@@ -70,26 +69,6 @@ mod memmap_field {
     pub const SIZE: Field = 8..16;
     pub const TYPE: Field = 16..20;
     pub const RESERVED: Field = 20..24;
-}
-
-fn read_u32(data: &[u8], field: Field) -> u32 {
-    let mut bytes = [0; 4];
-    bytes.copy_from_slice(&data[field]);
-    u32::from_le_bytes(bytes)
-}
-
-fn read_u64(data: &[u8], field: Field) -> u64 {
-    let mut bytes = [0; 8];
-    bytes.copy_from_slice(&data[field]);
-    u64::from_le_bytes(bytes)
-}
-
-fn write_u32(data: &mut [u8], field: Field, value: u32) {
-    data[field].copy_from_slice(&value.to_le_bytes());
-}
-
-fn write_u64(data: &mut [u8], field: Field, value: u64) {
-    data[field].copy_from_slice(&value.to_le_bytes());
 }
 
 /// Why a buffer is not a usable `hvm_start_info` (or table entry).

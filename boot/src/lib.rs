@@ -44,6 +44,7 @@ pub mod error;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
 pub mod hvm_start_info;
+mod le;
 pub mod memory_map;
 pub mod xen_start_info;
 

@@ -33,9 +33,8 @@
 //! [`BootInfo::from_xen_pv`](crate::BootInfo::from_xen_pv).
 
 use core::fmt::{self, Write as _};
-use core::ops::Range;
 
-type Field = Range<usize>;
+use crate::le::{Field, read_u32, read_u64, write_u32, write_u64};
 
 /// `SIF_PRIVILEGED`: the domain may access hardware.
 pub const SIF_PRIVILEGED: u32 = 1 << 0;
@@ -90,26 +89,6 @@ mod field {
     pub const MOD_START: Field = 112..120;
     pub const MOD_LEN: Field = 120..128;
     pub const CMD_LINE: Field = 128..1152;
-}
-
-fn read_u32(data: &[u8], field: Field) -> u32 {
-    let mut bytes = [0; 4];
-    bytes.copy_from_slice(&data[field]);
-    u32::from_le_bytes(bytes)
-}
-
-fn read_u64(data: &[u8], field: Field) -> u64 {
-    let mut bytes = [0; 8];
-    bytes.copy_from_slice(&data[field]);
-    u64::from_le_bytes(bytes)
-}
-
-fn write_u32(data: &mut [u8], field: Field, value: u32) {
-    data[field].copy_from_slice(&value.to_le_bytes());
-}
-
-fn write_u64(data: &mut [u8], field: Field, value: u64) {
-    data[field].copy_from_slice(&value.to_le_bytes());
 }
 
 /// The 32 `magic` bytes as found, shown up to the first NUL with non-printable bytes escaped.

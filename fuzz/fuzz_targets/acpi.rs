@@ -46,8 +46,13 @@ fuzz_target!(|data: &[u8]| {
         // What find_rsdp accepts, power_control accepts as an RSDP.
         let rsdp_rejected = matches!(
             power_control(&mem, found),
-            Err(AcpiError::OutsideMemory { table: Table::Rsdp, .. }
-                | AcpiError::Malformed { table: Table::Rsdp, .. })
+            Err(AcpiError::OutsideMemory {
+                table: Table::Rsdp,
+                ..
+            } | AcpiError::Malformed {
+                table: Table::Rsdp,
+                ..
+            })
         );
         assert!(!rsdp_rejected, "find_rsdp returned an invalid RSDP");
     }
@@ -63,7 +68,10 @@ fn check(control: &PowerControl) {
             assert_eq!(a & 0x2000, 0x2000, "SLP_EN not set");
             assert_eq!((a >> 10) & 7, u16::from(pm1.slp_typ_a));
             assert_eq!(a & 0b110, 0, "BM_RLD or GBL_RLS written");
-            assert_eq!((pm1.pm1b_value(current) >> 10) & 7, u16::from(pm1.slp_typ_b));
+            assert_eq!(
+                (pm1.pm1b_value(current) >> 10) & 7,
+                u16::from(pm1.slp_typ_b)
+            );
         }
     }
     if let Some(sleep) = control.sleep_control {

@@ -16,21 +16,10 @@ use libfuzzer_sys::fuzz_target;
 use ringbolt_boot::fake::FakeMemory;
 use ringbolt_boot::{BootInfo, Cmdline, MemoryMap, RegionKind};
 
-const PREFIX: usize = 11;
-
 fuzz_target!(|data: &[u8]| {
-    let Some((prefix, memory)) = data.split_first_chunk::<PREFIX>() else {
+    let Some((mem, start_info)) = FakeMemory::from_fuzz_input(data) else {
         return;
     };
-    let base = match prefix[0] % 4 {
-        0 => 0,
-        1 => 0x1000,
-        2 => 0u64.wrapping_sub(memory.len() as u64),
-        _ => u64::from_le_bytes(prefix[1..9].try_into().unwrap()),
-    };
-    let offset = u16::from_le_bytes([prefix[9], prefix[10]]);
-    let mem = FakeMemory::new(base, memory);
-    let start_info = base.wrapping_add(u64::from(offset));
 
     let result = BootInfo::from_pvh(&mem, start_info);
     // Nothing is cached between calls: the same memory gives the same answer.

@@ -19,21 +19,10 @@ use ringbolt_boot::xen_start_info::{
 };
 use ringbolt_boot::{BootInfo, BootProtocol, Cmdline, Region, RegionKind};
 
-const PREFIX: usize = 11;
-
 fuzz_target!(|data: &[u8]| {
-    let Some((prefix, memory)) = data.split_first_chunk::<PREFIX>() else {
+    let Some((mem, start_info)) = FakeMemory::from_fuzz_input(data) else {
         return;
     };
-    let base = match prefix[0] % 4 {
-        0 => 0,
-        1 => 0x1000,
-        2 => 0u64.wrapping_sub(memory.len() as u64),
-        _ => u64::from_le_bytes(prefix[1..9].try_into().unwrap()),
-    };
-    let offset = u16::from_le_bytes([prefix[9], prefix[10]]);
-    let mem = FakeMemory::new(base, memory);
-    let start_info = base.wrapping_add(u64::from(offset));
 
     let result = BootInfo::from_xen_pv(&mem, start_info);
     // Nothing is cached between calls: the same memory gives the same answer.
@@ -74,8 +63,12 @@ fn check(boot: &BootInfo<'_>, start_info: u64) {
             "empty or inverted occupied range {start:#x}-{end:#x}"
         );
     }
-    // The bootstrap span is last and starts at start_info; the P2M list is always there.
-    assert_eq!(occupied.last(), Some(&(start_info, info.bootstrap_end())));
+    // The bootstrap span (through the page tables and boot stack) is last and starts at
+    // start_info; the P2M list is always there.
+    assert_eq!(
+        occupied.last(),
+        Some(&(start_info, info.bootstrap_in_use_end()))
+    );
     assert!(occupied.contains(&info.mfn_list_range()));
 
     match info.module {

@@ -166,3 +166,31 @@ pub(crate) fn shutdown(status: ExitStatus) -> Result<i64, xen::XenError> {
     };
     xen::sched_shutdown(reason)
 }
+
+/// The [`Platform`](super::Platform) methods Xen PV and PVH implement alike, over the fields
+/// `console: XenConsole`, `clock: XenClock` and `shared: [PhysAddr; 1]` (the console page;
+/// null when there is none).
+macro_rules! xen_common_methods {
+    () => {
+        fn console_write(&self, bytes: &[u8]) {
+            self.console.write(bytes);
+        }
+
+        fn now(&self) -> ringbolt_time::Instant {
+            self.clock.now()
+        }
+
+        fn wall_clock_unix_nanos(&self) -> Option<u64> {
+            self.clock.wall_clock_unix_nanos()
+        }
+
+        fn shared_pages(&self) -> &[x86_64::PhysAddr] {
+            if self.shared[0].is_null() {
+                &[]
+            } else {
+                &self.shared
+            }
+        }
+    };
+}
+pub(crate) use xen_common_methods;

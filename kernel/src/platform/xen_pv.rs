@@ -160,17 +160,7 @@ impl Platform for XenPv {
         "xen-pv"
     }
 
-    fn console_write(&self, bytes: &[u8]) {
-        self.console.write(bytes);
-    }
-
-    fn now(&self) -> Instant {
-        self.clock.now()
-    }
-
-    fn wall_clock_unix_nanos(&self) -> Option<u64> {
-        self.clock.wall_clock_unix_nanos()
-    }
+    super::xen::xen_common_methods!();
 
     /// Arms the one-shot timer (or stops it), then `SCHEDOP_block`, which unmasks event upcalls
     /// and sleeps unless an event is already pending. An upcall delivered on the way back only
@@ -281,14 +271,6 @@ impl Platform for XenPv {
             .shared_info()
             .and_then(|page| page.read_u64(offset).ok())
             .unwrap_or(0)
-    }
-
-    fn shared_pages(&self) -> &[PhysAddr] {
-        if self.shared[0].is_null() {
-            &[]
-        } else {
-            &self.shared
-        }
     }
 
     fn init_after_memory(&self, _facts: &BootFacts) {

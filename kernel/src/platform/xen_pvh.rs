@@ -57,31 +57,13 @@ impl Platform for XenPvh {
         "xen-pvh"
     }
 
-    fn console_write(&self, bytes: &[u8]) {
-        self.console.write(bytes);
-    }
-
-    fn now(&self) -> Instant {
-        self.clock.now()
-    }
-
-    fn wall_clock_unix_nanos(&self) -> Option<u64> {
-        self.clock.wall_clock_unix_nanos()
-    }
+    super::xen::xen_common_methods!();
 
     fn wait_for_event(&self, deadline: Option<Instant>) {
         hvm::wait_for_event(self.now(), deadline);
     }
 
     hvm::hvm_paging_methods!();
-
-    fn shared_pages(&self) -> &[PhysAddr] {
-        if self.shared[0].is_null() {
-            &[]
-        } else {
-            &self.shared
-        }
-    }
 
     fn init_after_memory(&self, _facts: &BootFacts) {
         let (major, minor) = self.xen.version();
