@@ -1,3 +1,6 @@
 //! `xen/include/public/io/`: the split-driver protocols.
 
+pub mod blkif;
 pub mod console;
+pub mod ring;
+pub mod xs_wire;

@@ -28,6 +28,7 @@
 
 pub mod arch_x86;
 pub mod event_channel;
+pub mod grant_table;
 pub mod hvm;
 pub mod io;
 pub mod memory;

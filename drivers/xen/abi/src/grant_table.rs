@@ -1,0 +1,1 @@
+//! `xen/include/public/grant_table.h`. Work in progress.

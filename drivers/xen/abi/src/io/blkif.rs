@@ -1,0 +1,1 @@
+//! `xen/include/public/io/blkif.h`. Work in progress.

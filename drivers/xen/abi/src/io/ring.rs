@@ -1,0 +1,1 @@
+//! `xen/include/public/io/ring.h`. Work in progress.

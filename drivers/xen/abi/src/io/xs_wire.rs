@@ -1,0 +1,1 @@
+//! `xen/include/public/io/xs_wire.h`. Work in progress.

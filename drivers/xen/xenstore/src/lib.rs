@@ -1,0 +1,3 @@
+//! Xenstore client over the store ring (io/xs_wire.h). Work in progress.
+#![no_std]
+#![forbid(unsafe_code)]
