@@ -5,7 +5,7 @@
 //! pointers, and the drivers above it copy out what they read once.
 
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicU64, Ordering, compiler_fence, fence};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering, compiler_fence, fence};
 
 use ringbolt_shmem::{OutOfBounds, SharedMemory};
 use x86_64::{PhysAddr, VirtAddr};
@@ -106,6 +106,27 @@ impl SharedMemory for SharedPage {
         Ok(u64::from_le(
             word.fetch_and(value.to_le(), Ordering::SeqCst),
         ))
+    }
+
+    fn compare_exchange_u32(
+        &self,
+        offset: usize,
+        current: u32,
+        new: u32,
+    ) -> Result<Result<u32, u32>, OutOfBounds> {
+        let pointer = self.checked(offset, 4, 4)?.cast::<u32>();
+        // SAFETY: as in `fetch_and_u64`: inside the page, 4-aligned, and the peer's accesses to
+        // the word are atomic or single aligned stores.
+        let word = unsafe { AtomicU32::from_ptr(pointer) };
+        Ok(word
+            .compare_exchange(
+                current.to_le(),
+                new.to_le(),
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            )
+            .map(u32::from_le)
+            .map_err(u32::from_le))
     }
 
     // x86 is TSO: loads are not reordered with loads, nor stores with stores, so the read and

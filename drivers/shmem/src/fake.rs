@@ -33,7 +33,7 @@ pub enum Event {
         offset: usize,
         width: usize,
     },
-    /// A locked read-modify-write (`fetch_and_u64`).
+    /// A locked read-modify-write (`fetch_and_u64`, `compare_exchange_u32`).
     Update {
         offset: usize,
         width: usize,
@@ -234,6 +234,31 @@ impl SharedMemory for FakeSharedMemory {
         Ok(current)
     }
 
+    fn compare_exchange_u32(
+        &self,
+        offset: usize,
+        current: u32,
+        new: u32,
+    ) -> Result<Result<u32, u32>, OutOfBounds> {
+        let mut bytes = self.bytes.borrow_mut();
+        OutOfBounds::check(bytes.len(), offset, 4, 4)?;
+        self.events
+            .borrow_mut()
+            .push(Event::Update { offset, width: 4 });
+        if let Some(hook) = self.read_hook.borrow_mut().as_mut() {
+            hook(Load { offset, width: 4 }, &mut bytes);
+        }
+        let field = &mut bytes[offset..offset + 4];
+        let mut found = [0; 4];
+        found.copy_from_slice(field);
+        let found = u32::from_le_bytes(found);
+        if found != current {
+            return Ok(Err(found));
+        }
+        field.copy_from_slice(&new.to_le_bytes());
+        Ok(Ok(found))
+    }
+
     fn read_barrier(&self) {
         self.events.borrow_mut().push(Event::ReadBarrier);
     }
@@ -269,6 +294,24 @@ mod tests {
                 offset: 8,
                 width: 8
             }]
+        );
+    }
+
+    #[test]
+    fn compare_exchange_stores_only_on_a_match() {
+        let mem = FakeSharedMemory::new(8);
+        mem.peer_write_u32(4, 7);
+        assert_eq!(mem.compare_exchange_u32(4, 6, 9), Ok(Err(7)));
+        assert_eq!(mem.peer_read_u32(4), 7);
+        assert_eq!(mem.compare_exchange_u32(4, 7, 9), Ok(Ok(7)));
+        assert_eq!(mem.peer_read_u32(4), 9);
+        assert_eq!(
+            mem.compare_exchange_u32(2, 0, 0).unwrap_err().fault,
+            Fault::Misaligned
+        );
+        assert_eq!(
+            mem.compare_exchange_u32(8, 0, 0).unwrap_err().fault,
+            Fault::PastEnd
         );
     }
 

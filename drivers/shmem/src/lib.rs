@@ -148,6 +148,16 @@ pub trait SharedMemory {
     /// `offset` must be 8-aligned. A full barrier on both sides.
     fn fetch_and_u64(&self, offset: usize, value: u64) -> Result<u64, OutOfBounds>;
 
+    /// One locked compare-and-exchange: if the `u32` at `offset` equals `current`, stores `new`
+    /// and returns `Ok(current)`; otherwise stores nothing and returns `Err(found)` (grant-table
+    /// flags the peer updates concurrently). `offset` must be 4-aligned. A full barrier.
+    fn compare_exchange_u32(
+        &self,
+        offset: usize,
+        current: u32,
+        new: u32,
+    ) -> Result<Result<u32, u32>, OutOfBounds>;
+
     /// Orders loads before the barrier against loads after it.
     fn read_barrier(&self);
     /// Orders stores before the barrier against stores after it.
@@ -194,6 +204,14 @@ impl<M: SharedMemory + ?Sized> SharedMemory for &M {
     }
     fn fetch_and_u64(&self, offset: usize, value: u64) -> Result<u64, OutOfBounds> {
         (**self).fetch_and_u64(offset, value)
+    }
+    fn compare_exchange_u32(
+        &self,
+        offset: usize,
+        current: u32,
+        new: u32,
+    ) -> Result<Result<u32, u32>, OutOfBounds> {
+        (**self).compare_exchange_u32(offset, current, new)
     }
     fn read_barrier(&self) {
         (**self).read_barrier();
