@@ -231,13 +231,16 @@ fn extend_identity_map(mapper: &mut Mapper<PlatformPageTables>, end: u64, flags:
     let mut start = FRAME_SIZE;
     while start < end {
         let step_end = (start + 1).next_multiple_of(IDENTITY_STEP).min(end);
-        for page in (start..step_end).step_by(FRAME_SIZE as usize) {
-            let (virt, phys) = (VirtAddr::new(page), PhysAddr::new(page));
-            match mapper.map(virt, phys, ringbolt_mm::PageSize::Size4K, flags) {
-                Ok(()) | Err(MapError::AlreadyMapped) => {}
-                Err(e) => panic!("memory: identity map of {page:#x} failed: {e:?}"),
+        // Batched: the step's pages are not used before it ends, when the batch is applied.
+        platform().batch_pte_writes(&mut || {
+            for page in (start..step_end).step_by(FRAME_SIZE as usize) {
+                let (virt, phys) = (VirtAddr::new(page), PhysAddr::new(page));
+                match mapper.map(virt, phys, ringbolt_mm::PageSize::Size4K, flags) {
+                    Ok(()) | Err(MapError::AlreadyMapped) => {}
+                    Err(e) => panic!("memory: identity map of {page:#x} failed: {e:?}"),
+                }
             }
-        }
+        });
         TABLE_FRAME_LIMIT.fetch_max(step_end, Ordering::Relaxed);
         start = step_end;
     }

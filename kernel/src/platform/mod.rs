@@ -70,6 +70,13 @@ pub(crate) trait Platform: Sync {
     /// store. Xen PV: `HYPERVISOR_mmu_update`, with the frame translated through the P2M.
     fn write_pte(&self, table: PhysAddr, index: usize, value: u64);
 
+    /// Runs `writes`, letting the platform queue the page-table writes it makes and apply them
+    /// together at the end (Xen PV: one `mmu_update` per few hundred entries instead of one
+    /// each). Reads of a queued entry still see the new value. Default: no batching.
+    fn batch_pte_writes(&self, writes: &mut dyn FnMut()) {
+        writes();
+    }
+
     /// Readies a zeroed, identity-mapped frame to become a page table (Xen PV: maps it
     /// read-only, as Xen requires of every page-table page).
     fn prepare_page_table(&self, frame: PhysAddr);

@@ -15,7 +15,7 @@
 //!
 //! [`wait_for_event`]: Platform::wait_for_event
 
-use hermit_sync::OnceCell;
+use hermit_sync::{OnceCell, SpinMutex};
 use ringbolt_boot::xen_start_info::{SIF_INITDOMAIN, XenConsole as StartInfoConsole, XenPvInfo};
 use ringbolt_mm::PageSize;
 use ringbolt_shmem::SharedMemory;
@@ -84,7 +84,90 @@ impl M2p {
     }
 }
 
+/// Page-table writes a batch holds at most before applying them.
+const PTE_BATCH: usize = 256;
+/// Distinct tables a batch may have writes queued for (an identity-map step writes one leaf
+/// table and links it into one directory).
+const BATCH_TABLES: usize = 4;
+
+/// Page-table writes queued by [`Platform::batch_pte_writes`].
+struct PteBatch {
+    open: bool,
+    len: usize,
+    requests: [MmuUpdate; PTE_BATCH],
+    /// Which entries of which tables have queued writes, so that reading one flushes first
+    /// (a bit per entry: the check runs on every page-table read).
+    tables: [(PhysAddr, [u64; 8]); BATCH_TABLES],
+    table_count: usize,
+}
+
+impl PteBatch {
+    const fn new() -> Self {
+        PteBatch {
+            open: false,
+            len: 0,
+            requests: [MmuUpdate { ptr: 0, val: 0 }; PTE_BATCH],
+            tables: [(PhysAddr::zero(), [0; 8]); BATCH_TABLES],
+            table_count: 0,
+        }
+    }
+
+    fn push(&mut self, table: PhysAddr, index: usize, request: MmuUpdate) {
+        let known = self.tables[..self.table_count]
+            .iter()
+            .any(|&(queued, _)| queued == table);
+        if self.len == PTE_BATCH || (!known && self.table_count == BATCH_TABLES) {
+            self.flush();
+        }
+        let slot = match self.tables[..self.table_count]
+            .iter()
+            .position(|&(queued, _)| queued == table)
+        {
+            Some(slot) => slot,
+            None => {
+                self.tables[self.table_count] = (table, [0; 8]);
+                self.table_count += 1;
+                self.table_count - 1
+            }
+        };
+        self.tables[slot].1[index / 64] |= 1 << (index % 64);
+        self.requests[self.len] = request;
+        self.len += 1;
+    }
+
+    fn flush(&mut self) {
+        apply(&self.requests[..self.len]);
+        self.len = 0;
+        self.table_count = 0;
+    }
+
+    fn flush_if_queued(&mut self, table: PhysAddr, index: usize) {
+        let queued = self.tables[..self.table_count]
+            .iter()
+            .any(|&(queued, bits)| queued == table && bits[index / 64] & 1 << (index % 64) != 0);
+        if queued {
+            self.flush();
+        }
+    }
+}
+
+/// Applies page-table updates with `HYPERVISOR_mmu_update`; a refusal is a kernel bug.
+fn apply(requests: &[MmuUpdate]) {
+    if requests.is_empty() {
+        return;
+    }
+    // SAFETY: every request writes an entry of one of our page tables (the mapper only passes
+    // its own) mapping a frame of ours as the mapper was asked to; Xen validates the rest.
+    if let Err(e) = unsafe { xen::mmu_update(requests) } {
+        panic!(
+            "xen-pv: mmu_update of {} entries refused: {e:?}",
+            requests.len()
+        );
+    }
+}
+
 pub(crate) struct XenPv {
+    batch: SpinMutex<PteBatch>,
     console: XenConsole,
     /// The console ring's page, if a domU (reserved and kept mapped by `memory`).
     shared: [PhysAddr; 1],
@@ -108,6 +191,7 @@ pub(crate) fn init(tsc_at_entry: u64, info: &XenPvInfo) -> &'static XenPv {
         // writes them (no ballooning), so a shared slice stays valid and unchanging.
         let mfns = unsafe { core::slice::from_raw_parts(info.mfn_list as *const u64, nr_pages) };
         let mut platform = XenPv {
+            batch: SpinMutex::new(PteBatch::new()),
             console: XenConsole::new(None, console_io_write),
             shared: [PhysAddr::zero()],
             clock: XenClock::new(tsc_at_entry),
@@ -200,6 +284,7 @@ impl Platform for XenPv {
     }
 
     fn read_pte(&self, table: PhysAddr, index: usize) -> u64 {
+        self.batch.lock().flush_if_queued(table, index);
         let entry = hvm::read_pte(table, index);
         if entry & PageTableFlags::PRESENT.bits() == 0 {
             return entry;
@@ -225,11 +310,20 @@ impl Platform for XenPv {
             ptr: ((table_mfn << PAGE_SHIFT) + index as u64 * 8) | MMU_NORMAL_PT_UPDATE,
             val: machine_value,
         };
-        // SAFETY: `table` is one of our page tables (the mapper only passes its own) and the
-        // entry maps a frame of ours as the mapper was asked to; Xen validates the rest.
-        if let Err(e) = unsafe { xen::mmu_update(request) } {
-            panic!("xen-pv: mmu_update {table:?}[{index}] = {value:#x} refused: {e:?}");
+        let mut batch = self.batch.lock();
+        if batch.open {
+            batch.push(table, index, request);
+        } else {
+            apply(&[request]);
         }
+    }
+
+    fn batch_pte_writes(&self, writes: &mut dyn FnMut()) {
+        self.batch.lock().open = true;
+        writes();
+        let mut batch = self.batch.lock();
+        batch.flush();
+        batch.open = false;
     }
 
     fn prepare_page_table(&self, frame: PhysAddr) {

@@ -272,19 +272,25 @@ pub(crate) fn machphys_mapping() -> Result<XenMachphysMapping, XenError> {
     Ok(mapping)
 }
 
-/// `HYPERVISOR_mmu_update` of one entry for our own domain (Xen PV).
+/// `HYPERVISOR_mmu_update` of `requests`, in order, for our own domain (Xen PV).
 ///
 /// # Safety
-/// `request.ptr` must be the machine address of an entry of one of our page tables and
-/// `request.val` an entry that maps memory the kernel may map that way: Xen checks type and
-/// ownership, not that the kernel's own data stays mapped.
-pub(crate) unsafe fn mmu_update(request: MmuUpdate) -> Result<i64, XenError> {
-    // SAFETY: one mmu_update structure that lives across the call; the success-count pointer
-    // is null (allowed). The caller vouches for what the update maps.
+/// Each `ptr` must be the machine address of an entry of one of our page tables and each `val`
+/// an entry that maps memory the kernel may map that way: Xen checks type and ownership, not
+/// that the kernel's own data stays mapped.
+pub(crate) unsafe fn mmu_update(requests: &[MmuUpdate]) -> Result<i64, XenError> {
+    // SAFETY: `requests.len()` mmu_update structures that live across the call; the
+    // success-count pointer is null (allowed). The caller vouches for what they map.
     check(unsafe {
         hypercall(
             HYPERVISOR_MMU_UPDATE,
-            [pointer(&request), 1, 0, u64::from(DOMID_SELF), 0],
+            [
+                requests.as_ptr() as u64,
+                requests.len() as u64,
+                0,
+                u64::from(DOMID_SELF),
+                0,
+            ],
         )
     })
 }
