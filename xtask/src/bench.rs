@@ -1,4 +1,5 @@
-//! `bench boot`: hello's boot time against the floor's.
+//! `bench boot`: hello's boot time against the floor's; and the median tables every benchmark
+//! prints (`bench xen-boot` is in `xen::bench`).
 //!
 //! Both figures are wall time from spawning QEMU, so they include QEMU's start-up and firmware.
 //! The floor runs no kernel code worth the name, so hello/floor is what Ringbolt itself costs.
@@ -12,7 +13,7 @@ use crate::qemu::{self, Machine, Outcome, Vm};
 
 const MEM_MIB: u32 = 128;
 const TIMEOUT: Duration = Duration::from_secs(60);
-/// What is measured per image, in the order [`Stats`] arrays hold them.
+/// What is measured per image, in the order [`Samples`] holds them.
 const FIGURES: [&str; 2] = ["first line", "exit"];
 
 /// Boots each image `runs` times and prints median, min and max per figure.
@@ -23,9 +24,7 @@ pub fn boot(
     machine: Machine,
     kvm: bool,
 ) -> Result<(), String> {
-    if runs == 0 {
-        return Err("--runs must be at least 1".to_owned());
-    }
+    check_runs(runs)?;
     let images = [("floor", floor), ("hello", hello)];
     let mut samples = [Samples::default(), Samples::default()];
     for _ in 0..runs {
@@ -47,42 +46,61 @@ pub fn boot(
                 ));
             };
             samples.first_line.push(first_line);
-            samples.exit.push(run.elapsed);
+            samples.end.push(run.elapsed);
         }
     }
 
     let accel = if kvm { "kvm" } else { "tcg" };
     println!("boot time over {runs} run(s) each, {machine}, {accel}, {MEM_MIB} MiB");
+    compare(FIGURES, [("floor", &samples[0]), ("hello", &samples[1])]);
+    Ok(())
+}
+
+pub fn check_runs(runs: usize) -> Result<(), String> {
+    if runs == 0 {
+        return Err("--runs must be at least 1".to_owned());
+    }
+    Ok(())
+}
+
+/// Two figures of one image over several runs.
+#[derive(Debug, Default)]
+pub struct Samples {
+    pub first_line: Vec<Duration>,
+    pub end: Vec<Duration>,
+}
+
+/// Prints median, min and max of both `figures` for both images (each sample non-empty), then
+/// the second image's medians over the first's.
+pub fn compare(figures: [&str; 2], images: [(&str, &Samples); 2]) {
     println!(
-        "{:<6} {:<11} {:>10} {:>10} {:>10}",
+        "{:<8} {:<11} {:>10} {:>10} {:>10}",
         "image", "figure", "median", "min", "max"
     );
-    let [floor, hello] =
-        samples.map(|samples| [Stats::of(&samples.first_line), Stats::of(&samples.exit)]);
-    for ((name, _), stats) in images.iter().zip([&floor, &hello]) {
-        for (figure, stats) in FIGURES.iter().zip(stats) {
+    let stats =
+        images.map(|(_, samples)| [Stats::of(&samples.first_line), Stats::of(&samples.end)]);
+    for ((name, _), stats) in images.iter().zip(&stats) {
+        for (figure, stats) in figures.iter().zip(stats) {
             println!(
-                "{name:<6} {figure:<11} {:>10} {:>10} {:>10}",
+                "{name:<8} {figure:<11} {:>10} {:>10} {:>10}",
                 ms(stats.median),
                 ms(stats.min),
                 ms(stats.max)
             );
         }
     }
-    let ratio =
-        |figure: usize| hello[figure].median.as_secs_f64() / floor[figure].median.as_secs_f64();
+    let ratio = |figure: usize| {
+        stats[1][figure].median.as_secs_f64() / stats[0][figure].median.as_secs_f64()
+    };
     println!(
-        "hello/floor (medians): first line {:.2}x, exit {:.2}x",
+        "{}/{} (medians): {} {:.2}x, {} {:.2}x",
+        images[1].0,
+        images[0].0,
+        figures[0],
         ratio(0),
+        figures[1],
         ratio(1)
     );
-    Ok(())
-}
-
-#[derive(Debug, Default)]
-struct Samples {
-    first_line: Vec<Duration>,
-    exit: Vec<Duration>,
 }
 
 #[derive(Debug, PartialEq, Eq)]

@@ -12,6 +12,7 @@ mod floor;
 mod fuzz;
 mod install;
 mod qemu;
+mod report;
 mod xen;
 
 use std::ffi::OsString;
@@ -35,9 +36,14 @@ usage: cargo xtask <verb> [options]
       Defaults: --mem 128 --machine pc --timeout 60.
   test [host] [lint] [boot] [xen]
       Host unit tests, fmt and clippy, boot tests on QEMU; those three unless stages are
-      named. xen (hello on real Xen, see below) runs only when named.
+      named. xen runs only when named: hello on real Xen (see below) as PV dom0, then in one
+      dom0 boot its report and its panic as a PVH and as a PV domU.
   bench boot [--runs N] [--machine pc|microvm] [--kvm]
       Boot time of hello against the floor image (release build, default 5 runs).
+  bench xen-boot [--runs N] [--mode pv|pvh]
+      In one Xen harness boot (see xen below), xl create to first console line and to
+      shutdown, by dom0's clock, of hello (release, --mode, default pv) against a Linux PV
+      domU that prints a line and powers off; medians of N runs each (default 5).
   fuzz [--seconds N] [TARGET...]
       Run the cargo-fuzz targets (all unless named) for N seconds each (default 60); needs
       nightly and cargo-fuzz.
@@ -220,10 +226,16 @@ fn test_verb(mut args: Args) -> Result<ExitCode, String> {
 
 fn bench_verb(mut args: Args) -> Result<ExitCode, String> {
     match args.positional().as_deref() {
-        Some("boot") => {}
-        Some(other) => return Err(format!("unknown benchmark {other:?} (expected boot)")),
-        None => return Err("which benchmark? (expected: bench boot)".into()),
+        Some("boot") => boot_bench(args),
+        Some("xen-boot") => xen::bench_verb(args),
+        Some(other) => Err(format!(
+            "unknown benchmark {other:?} (expected boot or xen-boot)"
+        )),
+        None => Err("which benchmark? (expected: bench boot, bench xen-boot)".into()),
     }
+}
+
+fn boot_bench(mut args: Args) -> Result<ExitCode, String> {
     let runs = args.parsed("--runs", 5)?;
     let machine = Machine::parse(&args.value("--machine")?.unwrap_or_else(|| "pc".into()))?;
     let kvm = args.flag("--kvm");

@@ -19,7 +19,7 @@ pub const QEMU: &str = "qemu-system-x86_64";
 /// The guest's exit code for a panic; QEMU then exits with 255.
 const PANIC_CODE: i32 = 127;
 /// How the kernel announces its exit code on the console.
-const EXIT_LINE: &str = "ringbolt: exit status ";
+pub const EXIT_LINE: &str = "ringbolt: exit status ";
 /// How many stderr lines a failure keeps: enough for QEMU's one-line errors plus warnings.
 const STDERR_TAIL_LINES: usize = 5;
 

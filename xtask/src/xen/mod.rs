@@ -7,8 +7,11 @@
 //! fresh clone needs nothing else. Two ways in:
 //!
 //! * `xen` ([`run`]): QEMU boots Xen, Xen boots the Linux dom0, dom0's /init starts the
-//!   toolstack and runs a per-run script that creates the guest with `xl`, streams its
-//!   console and reports how the domain ended (Xen's shutdown reason).
+//!   toolstack and runs a per-boot script that creates the guests with `xl` one after the
+//!   other, streams their consoles and reports how each domain ended (Xen's shutdown reason)
+//!   and when, by dom0's clock. [`cases`] judges each domain from that; `test xen` and
+//!   `xen-selftest` run all their domUs in one boot, since dom0's boot is most of the cost.
+//!   `bench xen-boot` ([`bench`]) times hello against a Linux domU the same way.
 //! * `xen-smoke` ([`smoke`]): no Linux at all; Xen boots the kernel itself as a PV dom0, which
 //!   writes through `HYPERVISOR_console_io`. Seconds instead of a minute, no backends.
 //!
@@ -18,6 +21,8 @@
 //! reads 0), so the Linux test guest is proven as PV only.
 
 mod apt;
+mod bench;
+mod cases;
 mod cpio;
 mod dom0;
 mod pattern;
@@ -28,15 +33,19 @@ mod test_guest;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::boot_tests::Tally;
 use crate::{Args, install};
+use cases::{Case, Checks};
 use pattern::Pattern;
 
 /// Xen's command line for every run. `bootscrub=0`: scrubbing 2 GiB under TCG costs seconds.
 const XEN_ARGS: &str =
     "console=com1 com1=115200,8n1 loglvl=all guest_loglvl=all bootscrub=0 spec-ctrl=eager-fpu";
+/// How long each domain of the test stage and the selftest may run: hello takes under a
+/// second, the Linux test guest under ten, even on a busy host.
+const CASE_WAIT: Duration = Duration::from_secs(60);
 
 // No line-continuation backslash first: it would eat the indentation.
 pub const USAGE: &str =
@@ -51,7 +60,8 @@ pub const USAGE: &str =
       Boot the kernel directly as Xen's PV dom0 (no Linux); its console is console_io.
       Defaults: --mem 64 --ends poweroff --timeout 120.
   xen-selftest
-      Prove the harness with Debian's Linux as the guest: PV poweroff, PV crash, smoke.
+      Prove the harness with Debian's Linux as the guest: a PV domU that powers off and one
+      that crashes (one dom0 boot), then Linux as PV dom0 (xen-smoke).
 ";
 
 /// Where the harness keeps its packages and products.
@@ -145,12 +155,18 @@ impl fmt::Display for Mode {
     }
 }
 
+/// What to boot: a kernel, its ramdisk and command line, and how much memory it gets.
+#[derive(Clone, Debug)]
+pub struct Image {
+    pub kernel: PathBuf,
+    pub ramdisk: Option<PathBuf>,
+    pub append: String,
+    pub mem_mib: u32,
+}
+
 /// The options both verbs share, read from the command line.
 struct Common {
-    kernel: PathBuf,
-    ramdisk: Option<PathBuf>,
-    append: String,
-    mem_mib: u32,
+    image: Image,
     ends: Reason,
     expect: Vec<Pattern>,
     timeout: Duration,
@@ -186,10 +202,12 @@ impl Common {
             }
         }
         Ok(Self {
-            kernel: absolute(&kernel)?,
-            ramdisk: ramdisk.as_deref().map(absolute).transpose()?,
-            append,
-            mem_mib,
+            image: Image {
+                kernel: absolute(&kernel)?,
+                ramdisk: ramdisk.as_deref().map(absolute).transpose()?,
+                append,
+                mem_mib,
+            },
             ends,
             expect,
             timeout,
@@ -216,13 +234,25 @@ pub fn xen_verb(mut args: Args) -> Result<ExitCode, String> {
     install::ensure_qemu()?;
     let layout = layout()?;
     let dom0 = dom0::build(&layout)?;
-    let guest = run::Guest {
-        mode,
-        vif,
-        disk,
-        common,
+    let case = Case {
+        name: format!("{} as a Xen {mode} domU", common.image.kernel.display()),
+        guest: run::Guest {
+            mode,
+            vif,
+            disk,
+            image: common.image,
+        },
+        ends: common.ends,
+        checks: Checks::Expect(common.expect),
     };
-    Ok(exit(run::run(&layout, &dom0, &guest)?))
+    let wait = run::wait_within(common.timeout);
+    Ok(verb_exit(cases::run(
+        &layout,
+        &dom0,
+        &[case],
+        wait,
+        common.verbose,
+    )))
 }
 
 /// `cargo xtask xen-smoke`.
@@ -235,70 +265,71 @@ pub fn smoke_verb(mut args: Args) -> Result<ExitCode, String> {
     Ok(exit(smoke::run(&layout, &dom0.xen, &common)?))
 }
 
-/// `cargo xtask xen-selftest`: the harness proven with a guest that exists today.
+/// `cargo xtask xen-selftest`: the harness proven with a guest known to work.
 pub fn selftest_verb(args: Args) -> Result<ExitCode, String> {
     args.finish()?;
     install::ensure_qemu()?;
     let layout = layout()?;
     let dom0 = dom0::build(&layout)?;
     let linux = test_guest::build(&layout, &dom0)?;
-    let common =
-        |append: &str, mem_mib, ends, expect: &[&str], timeout| -> Result<Common, String> {
-            Ok(Common {
-                kernel: linux.vmlinux.clone(),
-                ramdisk: Some(linux.initrd.clone()),
-                append: append.to_owned(),
-                mem_mib,
-                ends,
-                expect: expect
-                    .iter()
-                    .map(|text| Pattern::parse(text))
-                    .collect::<Result<_, _>>()?,
-                timeout: Duration::from_secs(timeout),
-                verbose: false,
-            })
-        };
-    let hello = "^HARNESS-GUEST: hello from Linux .* as a PV guest";
-    let mut tally = Tally::default();
-    for (name, append, ends) in [
+    let hello = Pattern::parse("^HARNESS-GUEST: hello from Linux .* as a PV guest")?;
+    let cases = [
         ("Linux PV domU powers off", "console=hvc0", Reason::Poweroff),
         (
             "Linux PV domU crashes",
             "console=hvc0 harness_crash=1",
             Reason::Crash,
         ),
-    ] {
-        let guest = run::Guest {
+    ]
+    .map(|(name, append, ends)| Case {
+        name: name.to_owned(),
+        guest: run::Guest {
             mode: Mode::Pv,
             vif: false,
             disk: false,
-            common: common(append, 128, ends, &[hello], 600)?,
-        };
-        count(&mut tally, name, run::run(&layout, &dom0, &guest));
-    }
-    let smoke = common(
-        "console=hvc0 earlyprintk=xen",
-        256,
-        Reason::Poweroff,
-        &[hello],
-        180,
-    )?;
-    let passed = smoke::run(&layout, &dom0.xen, &smoke);
-    count(&mut tally, "Linux as PV dom0 (xen-smoke)", passed);
-    println!("{} passed, {} failed", tally.passed, tally.failed);
-    Ok(exit(tally.failed == 0))
+            image: linux.image(append, 128),
+        },
+        ends,
+        checks: Checks::Expect(vec![hello.clone()]),
+    });
+    let mut verdicts = cases::run(&layout, &dom0, &cases, CASE_WAIT, false);
+    let smoke = Common {
+        image: linux.image("console=hvc0 earlyprintk=xen", 256),
+        ends: Reason::Poweroff,
+        expect: vec![hello],
+        timeout: Duration::from_secs(180),
+        verbose: false,
+    };
+    verdicts.push(timed("Linux as PV dom0 (xen-smoke)", || {
+        smoke::run(&layout, &dom0.xen, &smoke)
+    }));
+    Ok(verb_exit(verdicts))
+}
+
+/// `cargo xtask bench xen-boot`.
+pub fn bench_verb(mut args: Args) -> Result<ExitCode, String> {
+    let runs = args.parsed("--runs", 5)?;
+    let mode = Mode::parse(&args.value("--mode")?.unwrap_or("pv".into()))?;
+    args.finish()?;
+    crate::bench::check_runs(runs)?;
+    install::ensure_target()?;
+    install::ensure_qemu()?;
+    // Boot time is a release figure, as in `bench boot`.
+    let hello = absolute(&crate::build("hello", true)?)?;
+    bench::xen_boot(&layout()?, &hello, runs, mode)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// One named harness run and whether it passed (an error counts as a failure).
-type Verdict = (String, Result<bool, String>);
+pub type Verdict = (String, Result<bool, String>);
 
-/// `cargo xtask test xen`: hello on Xen, as PV dom0, PV domU and PVH domU.
+/// `cargo xtask test xen`: hello as Xen's PV dom0, then, in one dom0 boot, hello's report and
+/// panic as a PVH and as a PV domU.
 pub fn test_stage(hello: &Result<PathBuf, String>) -> Tally {
+    let started = Instant::now();
     let verdicts = stage_verdicts(hello).unwrap_or_else(|e| vec![("xen stage".to_owned(), Err(e))]);
-    let mut tally = Tally::default();
-    for (name, passed) in verdicts {
-        count(&mut tally, &name, passed);
-    }
+    let tally = tally(verdicts);
+    println!("xtask: xen stage took {}", run::secs(started.elapsed(), 1));
     tally
 }
 
@@ -306,35 +337,57 @@ fn stage_verdicts(hello: &Result<PathBuf, String>) -> Result<Vec<Verdict>, Strin
     let hello = hello
         .as_ref()
         .map_err(|e| format!("hello did not build: {e}"))?;
+    let hello = absolute(hello)?;
     let layout = layout()?;
     let dom0 = dom0::build(&layout)?;
-    let common = |timeout| -> Result<Common, String> {
-        Ok(Common {
-            kernel: absolute(hello)?,
+    let smoke = Common {
+        image: Image {
+            kernel: hello.clone(),
             ramdisk: None,
             append: String::new(),
             mem_mib: 64,
-            ends: Reason::Poweroff,
-            expect: vec![Pattern::parse("^ringbolt: exit status 0$")?],
-            timeout: Duration::from_secs(timeout),
-            verbose: false,
-        })
+        },
+        ends: Reason::Poweroff,
+        expect: vec![Pattern::parse("^ringbolt: exit status 0$")?],
+        timeout: Duration::from_secs(120),
+        verbose: false,
     };
-    let mut verdicts = vec![(
-        "hello as Xen PV dom0 (xen-smoke)".to_owned(),
-        smoke::run(&layout, &dom0.xen, &common(120)?),
-    )];
-    for mode in [Mode::Pv, Mode::Pvh] {
-        let guest = run::Guest {
-            mode,
-            vif: false,
-            disk: false,
-            common: common(600)?,
-        };
-        let passed = run::run(&layout, &dom0, &guest);
-        verdicts.push((format!("hello as Xen {mode} domU"), passed));
-    }
+    let mut verdicts = vec![timed("hello as Xen PV dom0 (xen-smoke)", || {
+        smoke::run(&layout, &dom0.xen, &smoke)
+    })];
+    // PVH first: a PV kernel that took Xen down would otherwise cost the PVH cases their run.
+    let cases: Vec<Case> = [Mode::Pvh, Mode::Pv]
+        .into_iter()
+        .flat_map(|mode| cases::hello(&hello, mode))
+        .collect();
+    verdicts.extend(cases::run(&layout, &dom0, &cases, CASE_WAIT, false));
     Ok(verdicts)
+}
+
+/// Runs `passed` and names its verdict `name (seconds)`.
+fn timed(name: &str, passed: impl FnOnce() -> Result<bool, String>) -> Verdict {
+    let started = Instant::now();
+    let passed = passed();
+    (
+        format!("{name} ({})", run::secs(started.elapsed(), 1)),
+        passed,
+    )
+}
+
+/// Prints each verdict and counts them.
+fn tally(verdicts: Vec<Verdict>) -> Tally {
+    let mut tally = Tally::default();
+    for (name, passed) in verdicts {
+        count(&mut tally, &name, passed);
+    }
+    tally
+}
+
+/// A verb's verdicts, their totals and its exit status.
+fn verb_exit(verdicts: Vec<Verdict>) -> ExitCode {
+    let tally = tally(verdicts);
+    println!("{} passed, {} failed", tally.passed, tally.failed);
+    exit(tally.failed == 0)
 }
 
 fn count(tally: &mut Tally, name: &str, passed: Result<bool, String>) {

@@ -1,50 +1,139 @@
-//! One guest run: QEMU -> Xen -> Linux dom0 -> `xl create`, judged from the serial console.
+//! Guest runs: QEMU -> Xen -> Linux dom0 -> `xl create`, judged from the serial console.
 //!
-//! The host renders the xl config and packs it, the guest kernel and the dom0-side script
-//! (`xtask/xen/run-guest.sh`) into a small cpio appended to dom0's initramfs (Linux unpacks
-//! concatenated archives in order). dom0 reports through marker lines on its console, which
-//! Xen copies to the serial line: `HARNESS-DOM0-READY`, `HARNESS-CREATE-BEGIN`,
-//! `HARNESS-CREATE-DONE`, `guest| <console line>`, `HARNESS-END reason=<why>`.
+//! dom0's boot costs ten seconds of TCG, a hello domain well under one, so one boot (a
+//! session) creates any number of domains, one after the other. The host renders an xl config
+//! per domain and packs them, the kernels and ramdisks (each file once) and the dom0-side
+//! script (`xtask/xen/run-guest.sh`) into a small cpio appended to dom0's initramfs (Linux
+//! unpacks concatenated archives in order). dom0 reports through marker lines on its console,
+//! which Xen copies to the serial line: `HARNESS-DOM0-READY`, then per domain
+//! `HARNESS-CREATE-BEGIN`, `HARNESS-CREATE-DONE`, `guest| <console line>` and
+//! `HARNESS-END reason=<why>`, with dom0's own timestamps (the script's header has the format).
 
 use std::fs;
 use std::io::{BufWriter, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use super::dom0::Dom0;
 use super::{
-    Common, Layout, Mode, Reason, XEN_ARGS, check_module_path, cpio, run_dir, stamp, xen_panicked,
+    Image, Layout, Mode, Reason, XEN_ARGS, check_module_path, cpio, run_dir, stamp, xen_panicked,
 };
 use crate::qemu::{self, Flow, QEMU};
 
 const RUN_SCRIPT: &str = include_str!("../../xen/run-guest.sh");
-const DOMAIN_NAME: &str = "harness";
 const DISK_IMAGE: &str = "/var/lib/harness/disk.img";
-/// dom0: 512 MiB fixed (its ramfs root holds the guest kernel), both vCPUs.
+/// Where dom0 finds the files the guests boot.
+const FILES_DIR: &str = "harness/files";
+/// dom0: 512 MiB fixed (its ramfs root holds the guest kernels), both vCPUs.
 const DOM0_XEN_ARGS: &str = "dom0_mem=512M,max:512M dom0_max_vcpus=2";
 /// `swiotlb=8192`: a 16 MiB bounce buffer instead of 64 MiB boots dom0 faster under TCG;
 /// `rootfstype=ramfs`: no tmpfs size cap on the initramfs root.
 const DOM0_ARGS: &str = "console=hvc0 earlyprintk=xen swiotlb=8192 rootfstype=ramfs";
-/// Time left for dom0 to boot and power off, out of `--timeout`.
+/// Time for dom0 to boot and power off.
 const DOM0_OVERHEAD: Duration = Duration::from_secs(90);
+/// Time per domain besides its own run: `xl create`, a xenctx dump, `xl destroy`.
+const GUEST_OVERHEAD: Duration = Duration::from_secs(30);
+/// The least time a domain gets to run.
+const MIN_WAIT: Duration = Duration::from_secs(30);
 
-/// What to run as the guest, and how it must end.
+/// One domain to create.
+#[derive(Clone, Debug)]
 pub struct Guest {
     pub mode: Mode,
     pub vif: bool,
     pub disk: bool,
-    pub common: Common,
+    pub image: Image,
+}
+
+/// How one domain went.
+#[derive(Debug, PartialEq)]
+pub struct Domain {
+    pub reason: Reason,
+    pub trace: Trace,
+}
+
+/// What dom0 saw of one domain: its console and when things happened, by dom0's clock.
+#[derive(Debug, Default, PartialEq)]
+pub struct Trace {
+    pub console: Vec<String>,
+    /// Microseconds since the Unix epoch: `xl create` started, returned, the first console
+    /// line arrived, xl reported the shutdown.
+    begin_us: Option<u64>,
+    built_us: Option<u64>,
+    first_us: Option<u64>,
+    end_us: Option<u64>,
+}
+
+impl Trace {
+    /// dom0's clock when `xl create` started, in Unix seconds.
+    pub fn created_unix(&self) -> Option<i64> {
+        self.begin_us.map(|us| (us / 1_000_000) as i64)
+    }
+
+    pub fn built(&self) -> Option<Duration> {
+        self.since_begin(self.built_us)
+    }
+
+    pub fn first_output(&self) -> Option<Duration> {
+        self.since_begin(self.first_us)
+    }
+
+    pub fn end(&self) -> Option<Duration> {
+        self.since_begin(self.end_us)
+    }
+
+    fn since_begin(&self, stamp: Option<u64>) -> Option<Duration> {
+        Some(Duration::from_micros(stamp?.checked_sub(self.begin_us?)?))
+    }
+
+    /// The timings, for a report line.
+    pub fn summary(&self) -> String {
+        let show = |at: Option<Duration>| at.map_or("-".to_owned(), |at| secs(at, 2));
+        format!(
+            "xl create -> built {}, -> first output {}, -> end {}",
+            show(self.built()),
+            show(self.first_output()),
+            show(self.end())
+        )
+    }
+}
+
+/// A finished session: one [`Domain`] per guest, in order.
+#[derive(Debug)]
+pub struct Session {
+    pub domains: Vec<Domain>,
+    /// How long QEMU ran.
+    pub elapsed: Duration,
+}
+
+/// How long each domain may run when a one-domain session must end within `timeout`.
+pub fn wait_within(timeout: Duration) -> Duration {
+    timeout
+        .saturating_sub(DOM0_OVERHEAD + GUEST_OVERHEAD)
+        .max(MIN_WAIT)
 }
 
 /// A marker line dom0 prints (see the module doc).
 #[derive(Debug, PartialEq, Eq)]
 enum Event<'a> {
     Dom0Ready,
-    CreateBegin,
-    CreateDone,
+    Begin {
+        n: usize,
+        at_us: Option<u64>,
+    },
+    Built {
+        n: usize,
+        at_us: Option<u64>,
+    },
     Guest(&'a str),
-    End(Reason),
+    /// `n` is absent when dom0 itself failed: that ends every domain not yet ended.
+    End {
+        n: Option<usize>,
+        reason: Reason,
+        first_us: Option<u64>,
+        end_us: Option<u64>,
+    },
     /// Xen's own line when dom0 stops without ACPI power-off: nothing more will come.
     Dom0Stopped,
 }
@@ -56,20 +145,31 @@ fn event(line: &str) -> Option<Event<'_>> {
         return Some(Event::Guest(rest));
     }
     if let Some(rest) = after("HARNESS-END ") {
-        let reason = rest
-            .split_whitespace()
-            .find_map(|word| word.strip_prefix("reason="))
-            .unwrap_or("unknown");
-        return Some(Event::End(Reason::parse(reason)));
+        return Some(Event::End {
+            n: field(rest, "n"),
+            reason: Reason::parse(
+                rest.split_whitespace()
+                    .find_map(|word| word.strip_prefix("reason="))
+                    .unwrap_or("unknown"),
+            ),
+            first_us: field(rest, "first_us"),
+            end_us: field(rest, "end_us"),
+        });
+    }
+    if let Some(rest) = after("HARNESS-CREATE-BEGIN ") {
+        return Some(Event::Begin {
+            n: field(rest, "n")?,
+            at_us: field(rest, "at_us"),
+        });
+    }
+    if let Some(rest) = after("HARNESS-CREATE-DONE ") {
+        return Some(Event::Built {
+            n: field(rest, "n")?,
+            at_us: field(rest, "at_us"),
+        });
     }
     if line.contains("HARNESS-DOM0-READY") {
         return Some(Event::Dom0Ready);
-    }
-    if line.contains("HARNESS-CREATE-BEGIN") {
-        return Some(Event::CreateBegin);
-    }
-    if line.contains("HARNESS-CREATE-DONE") {
-        return Some(Event::CreateDone);
     }
     if line.contains("Hardware Dom0 ") && !line.contains("Hardware Dom0 shutdown: watchdog") {
         return Some(Event::Dom0Stopped);
@@ -77,21 +177,130 @@ fn event(line: &str) -> Option<Event<'_>> {
     None
 }
 
+/// The number in the `key=value` word of `rest`, if there is one.
+fn field<T: std::str::FromStr>(rest: &str, key: &str) -> Option<T> {
+    rest.split_whitespace()
+        .find_map(|word| word.strip_prefix(key)?.strip_prefix('='))?
+        .parse()
+        .ok()
+}
+
+/// Follows dom0's markers domain by domain; guest lines belong to the domain created last.
+#[derive(Debug)]
+struct Tracker {
+    domains: Vec<(Trace, Option<Reason>)>,
+    current: Option<usize>,
+}
+
+impl Tracker {
+    fn new(count: usize) -> Self {
+        Self {
+            domains: (0..count).map(|_| (Trace::default(), None)).collect(),
+            current: None,
+        }
+    }
+
+    /// The domain dom0 numbered `n` (from 1), if there is one.
+    fn get(&mut self, n: usize) -> Option<&mut (Trace, Option<Reason>)> {
+        self.domains.get_mut(n.checked_sub(1)?)
+    }
+
+    fn on(&mut self, event: Event<'_>) {
+        match event {
+            Event::Begin { n, at_us } => {
+                if let Some((trace, _)) = self.get(n) {
+                    trace.begin_us = at_us;
+                    self.current = Some(n);
+                }
+            }
+            Event::Built { n, at_us } => {
+                if let Some((trace, _)) = self.get(n) {
+                    trace.built_us = at_us;
+                }
+            }
+            Event::Guest(text) => {
+                if let Some((trace, _)) = self.current.and_then(|n| self.get(n)) {
+                    trace.console.push(text.to_owned());
+                }
+            }
+            Event::End {
+                n: Some(n),
+                reason,
+                first_us,
+                end_us,
+            } => {
+                if let Some((trace, ended)) = self.get(n) {
+                    trace.first_us = first_us;
+                    trace.end_us = end_us;
+                    *ended = Some(reason);
+                }
+                self.current = None;
+            }
+            Event::End {
+                n: None, reason, ..
+            } => {
+                for (_, ended) in &mut self.domains {
+                    ended.get_or_insert_with(|| reason.clone());
+                }
+                self.current = None;
+            }
+            Event::Dom0Ready | Event::Dom0Stopped => {}
+        }
+    }
+
+    /// The domains, those dom0 never reported on ended by `fallback`.
+    fn finish(self, fallback: &Reason) -> Vec<Domain> {
+        self.domains
+            .into_iter()
+            .map(|(trace, reason)| Domain {
+                reason: reason.unwrap_or_else(|| fallback.clone()),
+                trace,
+            })
+            .collect()
+    }
+}
+
+/// The files the guests boot, each packed once, under [`FILES_DIR`].
+#[derive(Debug, Default)]
+struct Files {
+    paths: Vec<PathBuf>,
+}
+
+impl Files {
+    /// Where dom0 finds `path`.
+    fn add(&mut self, path: &Path) -> String {
+        let index = match self.paths.iter().position(|known| known == path) {
+            Some(index) => index,
+            None => {
+                self.paths.push(path.to_owned());
+                self.paths.len() - 1
+            }
+        };
+        format!("/{FILES_DIR}/{index}")
+    }
+}
+
+/// The name of the `n`th domain (from 1): also names its xl config, console and xl logs.
+fn domain_name(n: usize) -> String {
+    format!("harness-{n}")
+}
+
 /// The xl domain configuration (xl.cfg(5)). Paths are inside dom0.
-fn render_config(guest: &Guest) -> String {
+fn render_config(guest: &Guest, name: &str, files: &mut Files) -> String {
     let quoted = |text: &str| format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""));
     let mut cfg = format!(
-        "name = {}\ntype = {}\nkernel = \"/harness/kernel\"\nmemory = {}\nvcpus = 1\n",
-        quoted(DOMAIN_NAME),
+        "name = {}\ntype = {}\nkernel = {}\nmemory = {}\nvcpus = 1\n",
+        quoted(name),
         quoted(&guest.mode.to_string()),
-        guest.common.mem_mib
+        quoted(&files.add(&guest.image.kernel)),
+        guest.image.mem_mib
     );
-    if guest.common.ramdisk.is_some() {
-        cfg.push_str("ramdisk = \"/harness/ramdisk\"\n");
+    if let Some(ramdisk) = &guest.image.ramdisk {
+        cfg.push_str(&format!("ramdisk = {}\n", quoted(&files.add(ramdisk))));
     }
-    if !guest.common.append.is_empty() {
+    if !guest.image.append.is_empty() {
         // `cmdline` is xl's current name for the older `extra`.
-        cfg.push_str(&format!("cmdline = {}\n", quoted(&guest.common.append)));
+        cfg.push_str(&format!("cmdline = {}\n", quoted(&guest.image.append)));
     }
     cfg.push_str("on_poweroff = \"destroy\"\non_reboot = \"destroy\"\n");
     // Keep a crashed domain so the run script can dump its vCPUs with xenctx.
@@ -108,16 +317,16 @@ fn render_config(guest: &Guest) -> String {
 }
 
 /// `/harness/params`, sourced by the run script.
-fn render_params(guest: &Guest) -> String {
-    let wait = guest
-        .common
-        .timeout
-        .saturating_sub(DOM0_OVERHEAD)
-        .max(Duration::from_secs(30));
-    let disk = if guest.disk { DISK_IMAGE } else { "" };
+fn render_params(guests: &[&Guest], wait: Duration) -> String {
+    let names: Vec<String> = (1..=guests.len()).map(domain_name).collect();
+    let disk = if guests.iter().any(|guest| guest.disk) {
+        DISK_IMAGE
+    } else {
+        ""
+    };
     format!(
-        "NAME={}\nWAIT_SECS={}\nDISK_IMG={}\n",
-        shell_quote(DOMAIN_NAME),
+        "NAMES={}\nWAIT_SECS={}\nDISK_IMG={}\n",
+        shell_quote(&names.join(" ")),
         wait.as_secs(),
         shell_quote(disk)
     )
@@ -127,8 +336,27 @@ fn shell_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))
 }
 
-/// dom0's initramfs for this run: the cached base archive, then this run's overlay.
-fn write_initrd(dom0: &Dom0, guest: &Guest, out: &Path) -> Result<(), String> {
+/// Every domain's xl config, by domain name.
+fn render_configs(guests: &[&Guest], files: &mut Files) -> Vec<(String, String)> {
+    guests
+        .iter()
+        .enumerate()
+        .map(|(at, guest)| {
+            let name = domain_name(at + 1);
+            let cfg = render_config(guest, &name, files);
+            (name, cfg)
+        })
+        .collect()
+}
+
+/// dom0's initramfs for this session: the cached base archive, then this session's overlay.
+fn write_initrd(
+    dom0: &Dom0,
+    params: &str,
+    configs: &[(String, String)],
+    files: &Files,
+    out: &Path,
+) -> Result<(), String> {
     fs::copy(&dom0.initrd, out).map_err(|e| format!("copying {}: {e}", dom0.initrd.display()))?;
     let file = fs::OpenOptions::new()
         .append(true)
@@ -137,12 +365,14 @@ fn write_initrd(dom0: &Dom0, guest: &Guest, out: &Path) -> Result<(), String> {
     let mut overlay = cpio::Writer::new(BufWriter::with_capacity(1 << 20, file));
     let written: std::io::Result<()> = (|| {
         overlay.dir("harness", 0o755)?;
+        overlay.dir(FILES_DIR, 0o755)?;
         overlay.file("harness/run.sh", 0o755, RUN_SCRIPT.as_bytes())?;
-        overlay.file("harness/params", 0o644, render_params(guest).as_bytes())?;
-        overlay.file("harness/guest.cfg", 0o644, render_config(guest).as_bytes())?;
-        overlay.file_from("harness/kernel", 0o644, &guest.common.kernel)?;
-        if let Some(ramdisk) = &guest.common.ramdisk {
-            overlay.file_from("harness/ramdisk", 0o644, ramdisk)?;
+        overlay.file("harness/params", 0o644, params.as_bytes())?;
+        for (name, cfg) in configs {
+            overlay.file(&format!("harness/{name}.cfg"), 0o644, cfg.as_bytes())?;
+        }
+        for (index, path) in files.paths.iter().enumerate() {
+            overlay.file_from(&format!("{FILES_DIR}/{index}"), 0o644, path)?;
         }
         overlay.finish()?.flush()
     })();
@@ -170,43 +400,55 @@ fn command(dom0: &Dom0, initrd: &Path) -> Result<Command, String> {
     Ok(cmd)
 }
 
-/// When things happened, since QEMU started.
-#[derive(Debug, Default)]
-struct Timeline {
-    dom0_ready: Option<Duration>,
-    create_begin: Option<Duration>,
-    create_done: Option<Duration>,
-    first_output: Option<Duration>,
-    end: Option<Duration>,
-}
-
-/// Boots the guest and reports; `Ok(true)` if it ended as `--ends` wants and every `--expect`
-/// matched its console.
-pub fn run(layout: &Layout, dom0: &Dom0, guest: &Guest) -> Result<bool, String> {
-    let dir = run_dir(layout, &format!("xen-{}", guest.mode))?;
+/// Boots Xen and dom0 once and creates every guest in turn, each allowed `wait` to end.
+pub fn run(
+    layout: &Layout,
+    dom0: &Dom0,
+    guests: &[&Guest],
+    wait: Duration,
+    verbose: bool,
+) -> Result<Session, String> {
+    let wait = wait.max(MIN_WAIT);
+    let dir = run_dir(layout, "xen")?;
+    let mut files = Files::default();
+    let configs = render_configs(guests, &mut files);
+    for (name, cfg) in &configs {
+        let path = dir.join(format!("{name}.cfg"));
+        fs::write(&path, cfg).map_err(|e| format!("writing {}: {e}", path.display()))?;
+    }
     let initrd = dir.join("dom0-initrd.cpio");
-    write_initrd(dom0, guest, &initrd)?;
-    fs::write(dir.join("guest.cfg"), render_config(guest))
-        .map_err(|e| format!("writing guest.cfg: {e}"))?;
+    write_initrd(
+        dom0,
+        &render_params(guests, wait),
+        &configs,
+        &files,
+        &initrd,
+    )?;
     let cmd = command(dom0, &initrd)?;
     println!(
-        "xtask: xen: {} as a {} domU ({} MiB) under Xen + Linux dom0, run files in {}",
-        guest.common.kernel.display(),
-        guest.mode,
-        guest.common.mem_mib,
+        "xtask: xen: {} domain(s) in turn under Xen + Linux dom0, run files in {}",
+        guests.len(),
         dir.display()
     );
+    for ((name, _), guest) in configs.iter().zip(guests) {
+        println!(
+            "xtask: xen:   {name}: {} as a {} domU ({} MiB) {:?}",
+            guest.image.kernel.display(),
+            guest.mode,
+            guest.image.mem_mib,
+            guest.image.append
+        );
+    }
 
     let log_path = dir.join("serial.log");
     let mut log = BufWriter::new(
         fs::File::create(&log_path).map_err(|e| format!("creating {}: {e}", log_path.display()))?,
     );
-    let mut times = Timeline::default();
-    let mut reason = None;
-    let mut console = Vec::new();
-    let verbose = guest.common.verbose;
+    let mut tracker = Tracker::new(guests.len());
+    let mut dom0_ready = None;
     let mut panicked = false;
-    let result = qemu::watch(cmd, guest.common.timeout, |at, line| {
+    let timeout = DOM0_OVERHEAD + (wait + GUEST_OVERHEAD) * guests.len() as u32;
+    let result = qemu::watch(cmd, timeout, |at, line| {
         // The log is a diagnostic; a full disk must not abort the run.
         let _ = writeln!(log, "{} {line}", stamp(at));
         let event = event(line);
@@ -223,18 +465,9 @@ pub fn run(layout: &Layout, dom0: &Dom0, guest: &Guest) -> Result<bool, String> 
             return Flow::Stop;
         }
         match event {
-            Some(Event::Dom0Ready) => times.dom0_ready = Some(at),
-            Some(Event::CreateBegin) => times.create_begin = Some(at),
-            Some(Event::CreateDone) => times.create_done = Some(at),
-            Some(Event::Guest(text)) => {
-                times.first_output.get_or_insert(at);
-                console.push(text.to_owned());
-            }
-            Some(Event::End(why)) => {
-                times.end = Some(at);
-                reason = Some(why);
-            }
+            Some(Event::Dom0Ready) => dom0_ready = Some(at),
             Some(Event::Dom0Stopped) => return Flow::Stop,
+            Some(event) => tracker.on(event),
             None => {}
         }
         Flow::Continue
@@ -244,85 +477,49 @@ pub fn run(layout: &Layout, dom0: &Dom0, guest: &Guest) -> Result<bool, String> 
     let _ = fs::remove_file(&initrd);
     let run = result?;
 
-    let reason = reason.unwrap_or_else(|| match run.outcome {
+    let fallback = match run.outcome {
         _ if panicked => Reason::Other("xen-panic".to_owned()),
         qemu::Outcome::Timeout(_) => Reason::Timeout,
         _ => Reason::Other(format!("no end line ({})", run.outcome)),
-    });
-    Ok(report(
-        guest,
-        &reason,
-        &times,
-        &console,
-        run.elapsed,
-        &log_path,
-    ))
+    };
+    println!(
+        "xtask: xen: QEMU start -> dom0 ready {}, QEMU ran {}; serial log {}",
+        dom0_ready.map_or("-".to_owned(), |at| secs(at, 1)),
+        secs(run.elapsed, 1),
+        log_path.display()
+    );
+    Ok(Session {
+        domains: tracker.finish(&fallback),
+        elapsed: run.elapsed,
+    })
 }
 
-fn report(
-    guest: &Guest,
-    reason: &Reason,
-    times: &Timeline,
-    console: &[String],
-    elapsed: Duration,
-    log: &Path,
-) -> bool {
-    let since = |from: Option<Duration>, to: Option<Duration>| match (from, to) {
-        (Some(from), Some(to)) => format!("{:.1} s", (to.saturating_sub(from)).as_secs_f64()),
-        _ => "-".to_owned(),
-    };
-    println!("xtask: xen: guest console ({} lines):", console.len());
-    for line in console {
-        println!("  | {line}");
-    }
-    println!(
-        "xtask: xen: timings: QEMU start -> dom0 ready {}; xl create -> domain built {}, \
-         -> first guest output {}, -> end {}; QEMU ran {:.1} s",
-        since(Some(Duration::ZERO), times.dom0_ready),
-        since(times.create_begin, times.create_done),
-        since(times.create_begin, times.first_output),
-        since(times.create_begin, times.end),
-        elapsed.as_secs_f64()
-    );
-    let mut passed = *reason == guest.common.ends;
-    println!(
-        "xtask: xen: domain ended: {reason} (expected {})",
-        guest.common.ends
-    );
-    for pattern in &guest.common.expect {
-        let found = console.iter().any(|line| pattern.is_match(line));
-        println!(
-            "xtask: xen: expect /{}/: {}",
-            pattern.as_str(),
-            if found { "found" } else { "NOT found" }
-        );
-        passed &= found;
-    }
-    println!("xtask: xen: serial log {}", log.display());
-    println!("xtask: xen: {}", if passed { "PASS" } else { "FAIL" });
-    passed
+/// `1.23 s`, with `decimals` places.
+pub fn secs(duration: Duration, decimals: usize) -> String {
+    format!("{:.decimals$} s", duration.as_secs_f64())
 }
 
 #[cfg(test)]
-mod tests {
+pub mod tests {
     use super::*;
-    use crate::xen::pattern::Pattern;
-    use std::path::PathBuf;
+
+    /// The trace of the first domain in `lines` of dom0 output.
+    pub fn traced(lines: &[&str]) -> Trace {
+        let mut tracker = Tracker::new(1);
+        feed(&mut tracker, lines);
+        tracker.finish(&Reason::Timeout).remove(0).trace
+    }
 
     fn guest(mode: Mode, append: &str, ramdisk: bool) -> Guest {
         Guest {
             mode,
             vif: false,
             disk: false,
-            common: Common {
+            image: Image {
                 kernel: PathBuf::from("/k"),
                 ramdisk: ramdisk.then(|| PathBuf::from("/r")),
                 append: append.to_owned(),
                 mem_mib: 64,
-                ends: Reason::Poweroff,
-                expect: vec![Pattern::parse("x").unwrap()],
-                timeout: Duration::from_secs(600),
-                verbose: false,
             },
         }
     }
@@ -333,22 +530,39 @@ mod tests {
             event("HARNESS-DOM0-READY kernel=6.1.0"),
             Some(Event::Dom0Ready)
         );
-        assert_eq!(event("HARNESS-CREATE-BEGIN"), Some(Event::CreateBegin));
         assert_eq!(
-            event("HARNESS-CREATE-DONE domid=1"),
-            Some(Event::CreateDone)
+            event("HARNESS-CREATE-BEGIN n=2 at_us=1795597438501134"),
+            Some(Event::Begin {
+                n: 2,
+                at_us: Some(1_795_597_438_501_134)
+            })
         );
+        assert_eq!(
+            event("HARNESS-CREATE-DONE n=1 at_us="),
+            Some(Event::Built { n: 1, at_us: None })
+        );
+        assert_eq!(event("HARNESS-CREATE-BEGIN at_us=5"), None, "needs n");
         assert_eq!(
             event("guest| hello | world"),
             Some(Event::Guest("hello | world"))
         );
         assert_eq!(
-            event("[  9.1] xen_netback: x HARNESS-END reason=crash code=3"),
-            Some(Event::End(Reason::Crash))
+            event("[  9.1] xen_netback: x HARNESS-END n=3 reason=crash code=3 first_us=7 end_us="),
+            Some(Event::End {
+                n: Some(3),
+                reason: Reason::Crash,
+                first_us: Some(7),
+                end_us: None
+            })
         );
         assert_eq!(
-            event("HARNESS-END reason=create-failed"),
-            Some(Event::End(Reason::Other("create-failed".into())))
+            event("HARNESS-END reason=dom0-failed detail=xenstored"),
+            Some(Event::End {
+                n: None,
+                reason: Reason::Other("dom0-failed".into()),
+                first_us: None,
+                end_us: None
+            })
         );
         assert_eq!(event("HARNESS-END"), None, "needs the separator");
         assert_eq!(
@@ -360,11 +574,95 @@ mod tests {
     }
 
     #[test]
-    fn renders_a_minimal_pv_config() {
+    fn fields_are_whole_keys() {
+        assert_eq!(field::<u64>("n=1 end_us=9 first_us=", "n"), Some(1));
+        assert_eq!(field::<u64>("end_us=9", "us"), None);
+        assert_eq!(field::<u64>("first_us=", "first_us"), None);
+    }
+
+    fn feed(tracker: &mut Tracker, lines: &[&str]) {
+        for line in lines {
+            if let Some(event) = event(line) {
+                tracker.on(event);
+            }
+        }
+    }
+
+    #[test]
+    fn tracker_gives_each_domain_its_lines_stamps_and_ending() {
+        let mut tracker = Tracker::new(3);
+        feed(
+            &mut tracker,
+            &[
+                "HARNESS-DOM0-READY kernel=6.1.0",
+                "guest| stray line before any domain",
+                "HARNESS-CREATE-BEGIN n=1 at_us=10000000",
+                "guest| one",
+                "HARNESS-CREATE-DONE n=1 at_us=10600000",
+                "guest| two",
+                "HARNESS-END n=1 reason=poweroff code=0 first_us=10500000 end_us=10700000",
+                "guest| stray line between domains",
+                "HARNESS-CREATE-BEGIN n=2 at_us=20000000",
+                "xl| libxl: error",
+                "HARNESS-END n=2 reason=create-failed code=none first_us= end_us=",
+                "HARNESS-CREATE-BEGIN n=3 at_us=30000000",
+                "guest| three",
+            ],
+        );
+        let domains = tracker.finish(&Reason::Timeout);
+        assert_eq!(domains.len(), 3);
+        let first = &domains[0];
+        assert_eq!(first.reason, Reason::Poweroff);
+        assert_eq!(first.trace.console, ["one", "two"]);
+        assert_eq!(first.trace.created_unix(), Some(10));
+        assert_eq!(first.trace.built(), Some(Duration::from_millis(600)));
+        assert_eq!(first.trace.first_output(), Some(Duration::from_millis(500)));
+        assert_eq!(first.trace.end(), Some(Duration::from_millis(700)));
         assert_eq!(
-            render_config(&guest(Mode::Pv, "", false)),
-            "name = \"harness\"\ntype = \"pv\"\nkernel = \"/harness/kernel\"\nmemory = 64\n\
-             vcpus = 1\non_poweroff = \"destroy\"\non_reboot = \"destroy\"\n\
+            first.trace.summary(),
+            "xl create -> built 0.60 s, -> first output 0.50 s, -> end 0.70 s"
+        );
+        assert_eq!(domains[1].reason, Reason::Other("create-failed".into()));
+        assert!(domains[1].trace.console.is_empty());
+        assert_eq!(domains[1].trace.end(), None);
+        assert_eq!(domains[2].reason, Reason::Timeout, "never ended: fallback");
+        assert_eq!(domains[2].trace.console, ["three"]);
+        assert_eq!(
+            domains[2].trace.summary(),
+            "xl create -> built -, -> first output -, -> end -"
+        );
+    }
+
+    #[test]
+    fn tracker_ends_every_open_domain_when_dom0_fails() {
+        let mut tracker = Tracker::new(2);
+        feed(
+            &mut tracker,
+            &[
+                "HARNESS-CREATE-BEGIN n=1 at_us=1",
+                "HARNESS-END n=1 reason=crash",
+                "HARNESS-END reason=dom0-failed detail=x",
+                "HARNESS-END n=9 reason=poweroff",
+            ],
+        );
+        let reasons: Vec<Reason> = tracker
+            .finish(&Reason::Timeout)
+            .into_iter()
+            .map(|domain| domain.reason)
+            .collect();
+        assert_eq!(
+            reasons,
+            [Reason::Crash, Reason::Other("dom0-failed".into())]
+        );
+    }
+
+    #[test]
+    fn renders_a_minimal_pv_config() {
+        let mut files = Files::default();
+        assert_eq!(
+            render_config(&guest(Mode::Pv, "", false), "harness-1", &mut files),
+            "name = \"harness-1\"\ntype = \"pv\"\nkernel = \"/harness/files/0\"\n\
+             memory = 64\nvcpus = 1\non_poweroff = \"destroy\"\non_reboot = \"destroy\"\n\
              on_crash = \"preserve\"\n"
         );
     }
@@ -374,9 +672,9 @@ mod tests {
         let mut g = guest(Mode::Pvh, r#"console=hvc0 msg="a\b""#, true);
         g.vif = true;
         g.disk = true;
-        let cfg = render_config(&g);
+        let cfg = render_config(&g, "harness-1", &mut Files::default());
         assert!(cfg.contains("type = \"pvh\"\n"));
-        assert!(cfg.contains("ramdisk = \"/harness/ramdisk\"\n"));
+        assert!(cfg.contains("ramdisk = \"/harness/files/1\"\n"));
         assert!(
             cfg.contains(r#"cmdline = "console=hvc0 msg=\"a\\b\"""#),
             "{cfg}"
@@ -386,19 +684,44 @@ mod tests {
     }
 
     #[test]
-    fn params_leave_dom0_time_and_quote_for_the_shell() {
-        let mut g = guest(Mode::Pv, "", false);
+    fn packs_each_file_once_and_names_domains_in_order() {
+        let hello = guest(Mode::Pvh, "x=1", false);
+        let linux = guest(Mode::Pv, "console=hvc0", true);
+        let mut files = Files::default();
+        let configs = render_configs(&[&hello, &linux, &hello], &mut files);
+        assert_eq!(files.paths, [PathBuf::from("/k"), PathBuf::from("/r")]);
+        let names: Vec<&str> = configs.iter().map(|(name, _)| name.as_str()).collect();
+        assert_eq!(names, ["harness-1", "harness-2", "harness-3"]);
+        assert!(configs[2].1.contains("name = \"harness-3\"\n"));
+        assert!(configs[2].1.contains("kernel = \"/harness/files/0\"\n"));
+    }
+
+    #[test]
+    fn params_list_the_domains_and_quote_for_the_shell() {
+        let plain = guest(Mode::Pv, "", false);
+        let mut disk = guest(Mode::Pv, "", false);
+        disk.disk = true;
         assert_eq!(
-            render_params(&g),
-            "NAME='harness'\nWAIT_SECS=510\nDISK_IMG=''\n"
+            render_params(&[&plain], Duration::from_secs(60)),
+            "NAMES='harness-1'\nWAIT_SECS=60\nDISK_IMG=''\n"
         );
-        g.disk = true;
-        g.common.timeout = Duration::from_secs(60);
         assert_eq!(
-            render_params(&g),
-            "NAME='harness'\nWAIT_SECS=30\nDISK_IMG='/var/lib/harness/disk.img'\n"
+            render_params(&[&plain, &disk], Duration::from_secs(45)),
+            "NAMES='harness-1 harness-2'\nWAIT_SECS=45\n\
+             DISK_IMG='/var/lib/harness/disk.img'\n"
         );
         assert_eq!(shell_quote("it's"), r"'it'\''s'");
+    }
+
+    #[test]
+    fn one_domain_sessions_end_within_the_timeout() {
+        let wait = wait_within(Duration::from_secs(600));
+        assert_eq!(wait, Duration::from_secs(480));
+        assert_eq!(
+            DOM0_OVERHEAD + wait + GUEST_OVERHEAD,
+            Duration::from_secs(600)
+        );
+        assert_eq!(wait_within(Duration::from_secs(60)), MIN_WAIT);
     }
 
     #[test]
@@ -429,5 +752,11 @@ mod tests {
             format!("/t/vmlinuz {DOM0_ARGS},/t/run/initrd")
         );
         assert!(command(&dom0, Path::new("/t/a,b")).is_err());
+    }
+
+    #[test]
+    fn formats_seconds() {
+        assert_eq!(secs(Duration::from_millis(1234), 2), "1.23 s");
+        assert_eq!(secs(Duration::from_millis(1260), 1), "1.3 s");
     }
 }

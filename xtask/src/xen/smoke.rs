@@ -33,17 +33,17 @@ fn dom0_end(line: &str) -> Option<Reason> {
 }
 
 fn command(xen: &Path, common: &Common) -> Result<Command, String> {
-    let mut modules = check_module_path(&common.kernel)?.to_owned();
-    if !common.append.is_empty() {
+    let mut modules = check_module_path(&common.image.kernel)?.to_owned();
+    if !common.image.append.is_empty() {
         modules.push(' ');
         // QEMU's option parser reads ",," as a literal comma inside -initrd.
-        modules.push_str(&common.append.replace(',', ",,"));
+        modules.push_str(&common.image.append.replace(',', ",,"));
     }
-    if let Some(ramdisk) = &common.ramdisk {
+    if let Some(ramdisk) = &common.image.ramdisk {
         modules.push(',');
         modules.push_str(check_module_path(ramdisk)?);
     }
-    let mem = common.mem_mib;
+    let mem = common.image.mem_mib;
     let mut cmd = Command::new(QEMU);
     cmd.args([
         "-machine", "pc", "-accel", "tcg", "-cpu", "max", "-smp", "1",
@@ -72,8 +72,8 @@ pub fn run(layout: &Layout, xen: &Path, common: &Common) -> Result<bool, String>
     );
     println!(
         "xtask: xen-smoke: {} as Xen's PV dom0 ({} MiB), run files in {}",
-        common.kernel.display(),
-        common.mem_mib,
+        common.image.kernel.display(),
+        common.image.mem_mib,
         dir.display()
     );
     let mut end = None;
@@ -148,6 +148,7 @@ pub fn run(layout: &Layout, xen: &Path, common: &Common) -> Result<bool, String>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::xen::Image;
     use std::path::PathBuf;
 
     #[test]
@@ -176,10 +177,12 @@ mod tests {
     #[test]
     fn command_puts_kernel_cmdline_and_ramdisk_in_the_module_list() {
         let common = Common {
-            kernel: PathBuf::from("/t/k"),
-            ramdisk: Some(PathBuf::from("/t/r")),
-            append: "console=hvc0 a=1,2".into(),
-            mem_mib: 64,
+            image: Image {
+                kernel: PathBuf::from("/t/k"),
+                ramdisk: Some(PathBuf::from("/t/r")),
+                append: "console=hvc0 a=1,2".into(),
+                mem_mib: 64,
+            },
             ends: Reason::Poweroff,
             expect: Vec::new(),
             timeout: Duration::from_secs(1),

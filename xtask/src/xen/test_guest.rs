@@ -1,6 +1,7 @@
 //! The Linux test guest: Debian's dom0 kernel as an ELF plus a one-script busybox initramfs.
 //!
-//! It proves the harness while Ringbolt cannot boot on Xen yet. xl gets the ELF `vmlinux`, not
+//! It proves the harness with a guest known to work, and is the Linux side of
+//! `bench xen-boot`: its /init prints one line and powers off. xl gets the ELF `vmlinux`, not
 //! the bzImage: libxenguest would otherwise decompress the kernel inside dom0, which takes
 //! four times longer under TCG.
 
@@ -11,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::thread;
 
 use super::dom0::Dom0;
-use super::{Layout, cpio};
+use super::{Image, Layout, cpio};
 
 const INIT: &str = include_str!("../../xen/test-guest-init.sh");
 
@@ -25,6 +26,18 @@ const PAYLOADS: &[(&[u8], &str)] = &[
 pub struct TestGuest {
     pub vmlinux: PathBuf,
     pub initrd: PathBuf,
+}
+
+impl TestGuest {
+    /// The test guest with kernel command line `append` and `mem_mib` of memory.
+    pub fn image(&self, append: &str, mem_mib: u32) -> Image {
+        Image {
+            kernel: self.vmlinux.clone(),
+            ramdisk: Some(self.initrd.clone()),
+            append: append.to_owned(),
+            mem_mib,
+        }
+    }
 }
 
 /// Builds `test-guest/vmlinux` (when the dom0 kernel changed) and `test-guest/initrd.cpio`.
@@ -51,7 +64,6 @@ pub fn build(layout: &Layout, dom0: &Dom0) -> Result<TestGuest, String> {
         for dir in ["bin", "proc", "sys", "dev"] {
             writer.dir(dir, 0o755)?;
         }
-        writer.symlink("sbin", "bin")?;
         writer.file_from("bin/busybox", 0o755, &busybox)?;
         writer.file("init", 0o755, INIT.as_bytes())?;
         writer.finish().map(drop)

@@ -1,0 +1,317 @@
+//! Cases: guests of one session, each with the ending and the console it must produce.
+//!
+//! The checks are pure functions of what dom0 saw ([`Domain`]), so they are tested here
+//! against console lines; every problem names its check and quotes the line it read.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::pattern::Pattern;
+use super::run::{self, Domain, Guest};
+use super::{Image, Layout, Mode, Reason, Verdict, dom0::Dom0};
+use crate::{qemu, report};
+
+/// hello's arguments and memory in the Xen cases: odd sizes catch rounding.
+const HELLO_APPEND: &str = "x=1 y=two";
+const HELLO_MEM_MIB: u32 = 93;
+/// How far hello's wall clock may be from dom0's clock when `xl create` started.
+const CLOCK_SLACK_SECS: i64 = 60;
+/// hello's 100 ms sleep, measured by its own clock. TCG delays timer interrupts, and more so
+/// with Xen between, hence the generous upper bound.
+const SLEEP_RANGE_MS: std::ops::RangeInclusive<f64> = 100.0..=300.0;
+
+/// One guest and what it must do.
+#[derive(Debug)]
+pub struct Case {
+    pub name: String,
+    pub guest: Guest,
+    pub ends: Reason,
+    pub checks: Checks,
+}
+
+/// What the console must show, beyond how the domain ended.
+#[derive(Debug)]
+pub enum Checks {
+    /// Every pattern matches a console line (`--expect`).
+    Expect(Vec<Pattern>),
+    /// hello's full report, right for this guest and dom0's clock, then exit status 0.
+    HelloReport,
+    /// hello's panic message, then exit status 127.
+    HelloPanic,
+}
+
+/// hello as a domU in `mode`: its report, and its panic path.
+pub fn hello(kernel: &Path, mode: Mode) -> [Case; 2] {
+    let guest = |append: &str| Guest {
+        mode,
+        vif: false,
+        disk: false,
+        image: Image {
+            kernel: kernel.to_owned(),
+            ramdisk: None,
+            append: append.to_owned(),
+            mem_mib: HELLO_MEM_MIB,
+        },
+    };
+    [
+        Case {
+            name: format!("hello reports as a Xen {mode} domU"),
+            guest: guest(HELLO_APPEND),
+            ends: Reason::Poweroff,
+            checks: Checks::HelloReport,
+        },
+        Case {
+            name: format!("hello panic=1 crashes a Xen {mode} domU"),
+            guest: guest("panic=1"),
+            ends: Reason::Crash,
+            checks: Checks::HelloPanic,
+        },
+    ]
+}
+
+/// Everything wrong with how `domain` went, judged as `case`; empty if it passed.
+pub fn problems(case: &Case, domain: &Domain) -> Vec<String> {
+    let console = &domain.trace.console;
+    let mut problems = Vec::new();
+    if domain.reason != case.ends {
+        problems.push(format!(
+            "ending: expected {}, the domain ended with {}",
+            case.ends, domain.reason
+        ));
+    }
+    match &case.checks {
+        Checks::Expect(patterns) => problems.extend(
+            patterns
+                .iter()
+                .filter(|pattern| !console.iter().any(|line| pattern.is_match(line)))
+                .map(|pattern| format!("expect /{}/: no console line matches", pattern.as_str())),
+        ),
+        Checks::HelloReport => {
+            match domain.trace.created_unix() {
+                Some(clock_unix) => {
+                    let platform = format!("xen-{}", case.guest.mode);
+                    let expected = report::Expected {
+                        platform: &platform,
+                        cmdline: &case.guest.image.append,
+                        mem_mib: case.guest.image.mem_mib,
+                        clock_unix,
+                        clock_name: "dom0",
+                        clock_slack_secs: CLOCK_SLACK_SECS,
+                        sleep_ms: SLEEP_RANGE_MS,
+                    };
+                    problems.extend(report::check(console, &expected));
+                }
+                None => problems.push("wall clock: dom0 stamped no `xl create`".to_owned()),
+            }
+            problems.extend(check_exit(console, "0"));
+        }
+        Checks::HelloPanic => {
+            problems.extend(report::missing_lines(console, report::PANIC_LINES));
+            problems.extend(check_exit(console, "127 (panic)"));
+        }
+    }
+    problems
+}
+
+/// What is wrong with the console's last exit line, if it does not say `status`.
+fn check_exit(console: &[String], status: &str) -> Option<String> {
+    let expected = format!("{}{status}", qemu::EXIT_LINE);
+    match console
+        .iter()
+        .rev()
+        .find(|line| line.starts_with(qemu::EXIT_LINE))
+    {
+        Some(line) if *line == expected => None,
+        Some(line) => Some(format!("exit: expected {expected:?}, in line {line:?}")),
+        None => Some(format!("exit: no {:?} line", qemu::EXIT_LINE.trim_end())),
+    }
+}
+
+/// Runs every case in one session and judges each; an error ends all of them.
+pub fn run(
+    layout: &Layout,
+    dom0: &Dom0,
+    cases: &[Case],
+    wait: Duration,
+    verbose: bool,
+) -> Vec<Verdict> {
+    let guests: Vec<&Guest> = cases.iter().map(|case| &case.guest).collect();
+    let session = match run::run(layout, dom0, &guests, wait, verbose) {
+        Ok(session) => session,
+        Err(e) => {
+            return cases
+                .iter()
+                .map(|case| (case.name.clone(), Err(e.clone())))
+                .collect();
+        }
+    };
+    cases
+        .iter()
+        .zip(&session.domains)
+        .enumerate()
+        .map(|(at, (case, domain))| {
+            let problems = problems(case, domain);
+            println!(
+                "xtask: xen: [{}/{}] {}: ended {} (expected {}); {}",
+                at + 1,
+                cases.len(),
+                case.name,
+                domain.reason,
+                case.ends,
+                domain.trace.summary()
+            );
+            for problem in &problems {
+                println!("xtask: xen:   check failed: {problem}");
+            }
+            let took = domain.trace.end().map_or(String::new(), |end| {
+                format!(" (xl create -> end {})", run::secs(end, 2))
+            });
+            (format!("{}{took}", case.name), Ok(problems.is_empty()))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::tests::{GOOD_REPORT, lines};
+    use crate::xen::run::Trace;
+
+    /// 2026-11-25T06:01:02Z, as dom0 stamps `xl create`.
+    const CREATED: &str = "HARNESS-CREATE-BEGIN n=1 at_us=1795586462000000";
+
+    /// hello's good QEMU report, as a PVH domU of 93 MiB would print it.
+    fn pvh_report() -> Vec<String> {
+        let mut console = lines(GOOD_REPORT);
+        for line in &mut console {
+            if line.starts_with("platform: ") {
+                *line = "platform: xen-pvh".to_owned();
+            } else if line.starts_with("memory: ") {
+                *line = "memory: total 95232 KiB, free 92820 KiB".to_owned();
+            } else if line.starts_with("sleep: ") {
+                *line = "sleep: requested 100 ms, measured 204.035301 ms".to_owned();
+            }
+        }
+        console
+    }
+
+    fn domain(reason: Reason, console: Vec<String>, created: bool) -> Domain {
+        let mut trace = Trace::default();
+        if created {
+            trace = run::tests::traced(&[CREATED]);
+        }
+        trace.console = console;
+        Domain { reason, trace }
+    }
+
+    fn cases() -> [Case; 2] {
+        hello(Path::new("/hello"), Mode::Pvh)
+    }
+
+    #[test]
+    fn hello_cases_boot_93_mib_with_two_arguments_and_a_panic() {
+        let [report, panic] = cases();
+        assert_eq!(report.guest.image.append, "x=1 y=two");
+        assert_eq!(report.guest.image.mem_mib, 93);
+        assert_eq!(report.ends, Reason::Poweroff);
+        assert_eq!(panic.guest.image.append, "panic=1");
+        assert_eq!(panic.ends, Reason::Crash);
+        assert_eq!(report.name, "hello reports as a Xen pvh domU");
+    }
+
+    #[test]
+    fn accepts_a_good_pvh_report() {
+        let [report, _] = cases();
+        let good = domain(Reason::Poweroff, pvh_report(), true);
+        assert_eq!(problems(&report, &good), Vec::<String>::new());
+    }
+
+    #[test]
+    fn holds_the_report_to_the_mode_memory_ending_and_exit() {
+        let [report, _] = cases();
+        let mut console = pvh_report();
+        console.pop();
+        console.push("ringbolt: exit status 3".to_owned());
+        let pv = Case {
+            guest: Guest {
+                mode: Mode::Pv,
+                ..report.guest.clone()
+            },
+            ..report
+        };
+        assert_eq!(
+            problems(&pv, &domain(Reason::Crash, console, true)),
+            [
+                "ending: expected poweroff, the domain ended with crash",
+                r#"platform: expected "xen-pv", found "xen-pvh", in line "platform: xen-pvh""#,
+                r#"exit: expected "ringbolt: exit status 0", in line "ringbolt: exit status 3""#,
+            ]
+        );
+    }
+
+    #[test]
+    fn judges_the_wall_clock_against_dom0_and_the_sleep_generously() {
+        let [report, _] = cases();
+        let mut console = pvh_report();
+        for line in &mut console {
+            if line.starts_with("wall clock: ") {
+                *line = "wall clock: 2026-11-25T06:02:03Z".to_owned();
+            } else if line.starts_with("sleep: ") {
+                *line = "sleep: requested 100 ms, measured 300.5 ms".to_owned();
+            }
+        }
+        assert_eq!(
+            problems(&report, &domain(Reason::Poweroff, console, true)),
+            [
+                "wall clock: 61 s from dom0's clock, more than 60 s, \
+                 in line \"wall clock: 2026-11-25T06:02:03Z\"",
+                "sleep: measured 300.5 ms, outside 100.0..=300.0 ms, \
+                 in line \"sleep: requested 100 ms, measured 300.5 ms\"",
+            ]
+        );
+        let unstamped = domain(Reason::Poweroff, pvh_report(), false);
+        assert_eq!(
+            problems(&report, &unstamped),
+            ["wall clock: dom0 stamped no `xl create`"]
+        );
+    }
+
+    #[test]
+    fn a_panic_needs_its_message_exit_line_and_a_crash() {
+        let [_, panic] = cases();
+        let console = lines(&[
+            "platform: xen-pvh",
+            "panicked at apps/hello/src/main.rs:38:9:",
+            "hello: panic requested",
+            "ringbolt: exit status 127 (panic)",
+        ]);
+        assert!(problems(&panic, &domain(Reason::Crash, console.clone(), true)).is_empty());
+        assert_eq!(
+            problems(
+                &panic,
+                &domain(Reason::Poweroff, console[..2].to_vec(), true)
+            ),
+            [
+                "ending: expected crash, the domain ended with poweroff",
+                r#"no console line containing ["hello: panic requested"]"#,
+                r#"exit: no "ringbolt: exit status" line"#,
+            ]
+        );
+    }
+
+    #[test]
+    fn expect_patterns_must_each_match_a_line() {
+        let case = Case {
+            checks: Checks::Expect(vec![
+                Pattern::parse("^HARNESS-GUEST: hello").unwrap(),
+                Pattern::parse("powering off$").unwrap(),
+            ]),
+            ..cases().into_iter().next().unwrap()
+        };
+        let console = lines(&["HARNESS-GUEST: hello from Linux"]);
+        assert_eq!(
+            problems(&case, &domain(Reason::Poweroff, console, false)),
+            ["expect /powering off$/: no console line matches"]
+        );
+    }
+}
