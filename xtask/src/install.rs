@@ -62,6 +62,30 @@ pub fn ensure_qemu() -> Result<(), String> {
     )?)
 }
 
+/// Installs the Debian packages that provide `tools` (`(program, package)` pairs) unless every
+/// program is already on the PATH.
+pub fn ensure_tools(tools: &[(&str, &str)]) -> Result<(), String> {
+    let missing: Vec<&str> = tools
+        .iter()
+        .filter(|(program, _)| !on_path(program))
+        .map(|&(_, package)| package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing {}", missing.join(" "));
+    run_step(&mut as_root("apt-get", &["update"])?)?;
+    let mut args = vec!["install", "-y"];
+    args.extend(missing);
+    run_step(&mut as_root("apt-get", &args)?)
+}
+
+/// Whether `program` is an executable file in one of the PATH's directories.
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
+}
+
 /// Whether `rustup target list --installed` output names the kernel target.
 fn target_installed(list: &str) -> bool {
     list.lines().any(|line| line.trim() == TARGET)

@@ -40,6 +40,20 @@ use crate::{Args, install};
 use cases::{Case, Checks};
 use pattern::Pattern;
 
+/// Host programs the harness runs, with the Debian package of each: unpacking packages
+/// (`dpkg-deb`, `tar`), the dom0 image (`depmod`, `ldconfig`, `gzip`) and the Linux test guest's
+/// kernel payload (`xz`, `zstd`).
+pub const HOST_TOOLS: &[(&str, &str)] = &[
+    ("apt-get", "apt"),
+    ("dpkg-deb", "dpkg"),
+    ("tar", "tar"),
+    ("gzip", "gzip"),
+    ("depmod", "kmod"),
+    ("ldconfig", "libc-bin"),
+    ("xz", "xz-utils"),
+    ("zstd", "zstd"),
+];
+
 /// Xen's command line for every run. `bootscrub=0`: scrubbing 2 GiB under TCG costs seconds.
 const XEN_ARGS: &str =
     "console=com1 com1=115200,8n1 loglvl=all guest_loglvl=all bootscrub=0 spec-ctrl=eager-fpu";
@@ -232,6 +246,7 @@ pub fn xen_verb(mut args: Args) -> Result<ExitCode, String> {
     let common = Common::parse(&mut args, 600)?;
     args.finish()?;
     install::ensure_qemu()?;
+    install::ensure_tools(HOST_TOOLS)?;
     let layout = layout()?;
     let dom0 = dom0::build(&layout)?;
     let case = Case {
@@ -260,6 +275,7 @@ pub fn smoke_verb(mut args: Args) -> Result<ExitCode, String> {
     let common = Common::parse(&mut args, 120)?;
     args.finish()?;
     install::ensure_qemu()?;
+    install::ensure_tools(HOST_TOOLS)?;
     let layout = layout()?;
     let dom0 = dom0::build(&layout)?;
     Ok(exit(smoke::run(&layout, &dom0.xen, &common)?))
@@ -269,6 +285,7 @@ pub fn smoke_verb(mut args: Args) -> Result<ExitCode, String> {
 pub fn selftest_verb(args: Args) -> Result<ExitCode, String> {
     args.finish()?;
     install::ensure_qemu()?;
+    install::ensure_tools(HOST_TOOLS)?;
     let layout = layout()?;
     let dom0 = dom0::build(&layout)?;
     let linux = test_guest::build(&layout, &dom0)?;
