@@ -14,6 +14,8 @@ use crate::memory;
 
 /// Interrupt vectors the kernel owns.
 pub(crate) const TIMER_VECTOR: u8 = 0x30;
+/// Xen's event-channel upcall on HVM/PVH (`HVMOP_set_evtchn_upcall_vector`).
+pub(crate) const EVENT_UPCALL_VECTOR: u8 = 0xf3;
 pub(crate) const SPURIOUS_VECTOR: u8 = 0xff;
 
 const IA32_APIC_BASE: u32 = 0x1b;

@@ -123,7 +123,10 @@ fn exception_name(vector: u64) -> &'static str {
 #[unsafe(no_mangle)]
 extern "C" fn ringbolt_trap(frame: &mut TrapFrame) {
     match frame.vector {
-        v if v == u64::from(apic::TIMER_VECTOR) => apic::end_of_interrupt(),
+        // Wake-ups only: the idle loop reads the clock and the pending event bits itself.
+        v if v == u64::from(apic::TIMER_VECTOR) || v == u64::from(apic::EVENT_UPCALL_VECTOR) => {
+            apic::end_of_interrupt()
+        }
         v if v == u64::from(apic::SPURIOUS_VECTOR) => {} // no EOI for spurious interrupts
         vector => {
             let cr2 = match (vector, try_platform()) {
@@ -187,6 +190,7 @@ TRAP_STUB 28, 0
 TRAP_STUB 29, 1
 TRAP_STUB 30, 1
 TRAP_STUB 48, 0
+TRAP_STUB 243, 0
 TRAP_STUB 255, 0
 
 // Xen PV event upcall (HYPERVISOR_set_callbacks), delivered only while SCHEDOP_block has
@@ -257,7 +261,7 @@ trap_stubs:
     .quad trap_stub_6, trap_stub_7, trap_stub_8, trap_stub_9, trap_stub_10, trap_stub_11
     .quad trap_stub_12, trap_stub_13, trap_stub_14, trap_stub_16, trap_stub_17, trap_stub_18
     .quad trap_stub_19, trap_stub_20, trap_stub_21, trap_stub_28, trap_stub_29, trap_stub_30
-    .quad trap_stub_48, trap_stub_255
+    .quad trap_stub_48, trap_stub_243, trap_stub_255
 .global xen_pv_trap_stubs
 xen_pv_trap_stubs:
     .quad xen_pv_trap_stub_0, xen_pv_trap_stub_1, xen_pv_trap_stub_2, xen_pv_trap_stub_3
@@ -266,7 +270,7 @@ xen_pv_trap_stubs:
     .quad xen_pv_trap_stub_12, xen_pv_trap_stub_13, xen_pv_trap_stub_14, xen_pv_trap_stub_16
     .quad xen_pv_trap_stub_17, xen_pv_trap_stub_18, xen_pv_trap_stub_19, xen_pv_trap_stub_20
     .quad xen_pv_trap_stub_21, xen_pv_trap_stub_28, xen_pv_trap_stub_29, xen_pv_trap_stub_30
-    .quad xen_pv_trap_stub_48, xen_pv_trap_stub_255
+    .quad xen_pv_trap_stub_48, xen_pv_trap_stub_243, xen_pv_trap_stub_255
 .section .text
 "#,
     iret_entry = const HYPERVISOR_IRET as usize * HYPERCALL_ENTRY_SIZE,
@@ -274,7 +278,7 @@ xen_pv_trap_stubs:
 );
 
 /// The vectors `trap_stubs` covers, in table order. Must match the assembly above.
-const VECTORS: [u8; 26] = [
+const VECTORS: [u8; 27] = [
     0,
     1,
     2,
@@ -300,6 +304,7 @@ const VECTORS: [u8; 26] = [
     29,
     30,
     apic::TIMER_VECTOR,
+    apic::EVENT_UPCALL_VECTOR,
     apic::SPURIOUS_VECTOR,
 ];
 

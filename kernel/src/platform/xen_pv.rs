@@ -25,14 +25,14 @@ use ringbolt_xen_abi::xen::{
     MMU_NORMAL_PT_UPDATE, MMUEXT_TLB_FLUSH_LOCAL, MmuUpdate, MmuextOp, UVMF_INVLPG, VIRQ_TIMER,
     vcpu_info,
 };
-use ringbolt_xen_evtchn::{set_upcall_mask, take_pending, vcpu_info_offset};
+use ringbolt_xen_evtchn::{set_upcall_mask, vcpu_info_offset};
 use x86_64::structures::paging::PageTableFlags;
 use x86_64::{PhysAddr, VirtAddr};
 
 use super::xen::{XenClock, XenConsole};
 use super::{BootFacts, BootPageTables, ExitStatus, Platform, hvm};
 use crate::shared_page::SharedPage;
-use crate::xen;
+use crate::xen::{self, events};
 
 /// Bits 12..52 of a page-table entry: the frame.
 const FRAME_MASK: u64 = 0x000f_ffff_ffff_f000;
@@ -249,8 +249,7 @@ impl Platform for XenPv {
     /// Arms the one-shot timer (or stops it), then `SCHEDOP_block`, which unmasks event upcalls
     /// and sleeps unless an event is already pending. An upcall delivered on the way back only
     /// masks events again (`traps::init_xen_pv`); here events are masked (in case none was
-    /// delivered) and every pending port is consumed, so the next block sleeps. The executor
-    /// then polls whatever the event woke.
+    /// delivered) and every pending port is consumed and dispatched, so the next block sleeps.
     fn wait_for_event(&self, deadline: Option<Instant>) {
         let Some(shared_info) = self.clock.shared_info() else {
             return;
@@ -267,12 +266,10 @@ impl Platform for XenPv {
             log::error!("xen-pv: timer hypercall failed: {e:?}");
         }
         let _ = xen::sched_block();
-        let vcpu_info = self.vcpu0_info();
-        if let Err(e) = set_upcall_mask(shared_info, vcpu_info, true)
-            .and_then(|()| take_pending(shared_info, vcpu_info, |_port| {}))
-        {
-            log::error!("xen-pv: event channels unreadable: {e}");
+        if let Err(e) = set_upcall_mask(shared_info, self.vcpu0_info(), true) {
+            log::error!("xen-pv: vcpu_info unwritable: {e}");
         }
+        events::dispatch(shared_info);
     }
 
     fn boot_page_tables(&self) -> Option<BootPageTables> {

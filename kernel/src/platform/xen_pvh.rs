@@ -16,7 +16,7 @@ use x86_64::PhysAddr;
 use super::xen::{XenClock, XenConsole};
 use super::{BootFacts, ExitStatus, Platform, hvm};
 use crate::shared_page::SharedPage;
-use crate::xen::{self, Xen};
+use crate::xen::{self, Xen, events};
 use crate::{apic, cpu, memory};
 
 pub(crate) struct XenPvh {
@@ -59,8 +59,13 @@ impl Platform for XenPvh {
 
     super::xen::xen_common_methods!();
 
+    /// `sti; hlt` until the APIC timer or an event upcall (`EVENT_UPCALL_VECTOR`), then the
+    /// pending ports are consumed and dispatched.
     fn wait_for_event(&self, deadline: Option<Instant>) {
         hvm::wait_for_event(self.now(), deadline);
+        if let Some(shared_info) = self.clock.shared_info() {
+            events::dispatch(shared_info);
+        }
     }
 
     hvm::hvm_paging_methods!();
@@ -74,6 +79,10 @@ impl Platform for XenPvh {
         }
         let scale = self.clock.start(SharedPage::identity(frame));
         apic::init(scale.hz());
+        // Without an upcall vector events would still be recorded, but would not end a `hlt`.
+        if let Err(e) = xen::set_evtchn_upcall_vector(apic::EVENT_UPCALL_VECTOR) {
+            log::warn!("xen: no event upcall vector ({e:?}): events wait for the next timer");
+        }
     }
 
     fn shutdown(&self, status: ExitStatus) -> ! {

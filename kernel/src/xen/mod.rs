@@ -9,7 +9,9 @@ use ringbolt_xen_abi::arch_x86::{TrapInfo, XEN_CPUID_SIGNATURE};
 use ringbolt_xen_abi::event_channel::{
     EVTCHNOP_BIND_VIRQ, EVTCHNOP_SEND, EvtchnBindVirq, EvtchnSend,
 };
-use ringbolt_xen_abi::hvm::hvm_op::{HVMOP_GET_PARAM, XenHvmParam};
+use ringbolt_xen_abi::hvm::hvm_op::{
+    HVMOP_GET_PARAM, HVMOP_SET_EVTCHN_UPCALL_VECTOR, XenHvmEvtchnUpcallVector, XenHvmParam,
+};
 use ringbolt_xen_abi::memory::{
     XENMAPSPACE_SHARED_INFO, XENMEM_ADD_TO_PHYSMAP, XENMEM_MACHPHYS_MAPPING, XenAddToPhysmap,
     XenMachphysMapping,
@@ -27,6 +29,8 @@ use ringbolt_xen_abi::xen::{
 };
 
 use crate::cpu;
+
+pub(crate) mod events;
 
 /// CPUID leaves where a hypervisor may publish its signature: 0x40000000 and, when Xen also
 /// offers Viridian (Hyper-V) enlightenments, every 0x100 above.
@@ -157,6 +161,20 @@ pub(crate) fn hvm_get_param(index: u32) -> Result<u64, XenError> {
         )
     })?;
     Ok(param.value)
+}
+
+/// `HVMOP_set_evtchn_upcall_vector` for vCPU 0 (HVM/PVH): event upcalls arrive as `vector`
+/// through the local APIC.
+pub(crate) fn set_evtchn_upcall_vector(vector: u8) -> Result<i64, XenError> {
+    let request = XenHvmEvtchnUpcallVector { vcpu: 0, vector };
+    // SAFETY: the op takes a pointer to a xen_hvm_evtchn_upcall_vector, which lives across the
+    // call; the caller has an IDT entry for the vector.
+    check(unsafe {
+        hypercall(
+            HYPERVISOR_HVM_OP,
+            [HVMOP_SET_EVTCHN_UPCALL_VECTOR.into(), pointer(&request), 0, 0, 0],
+        )
+    })
 }
 
 /// `XENMEM_add_to_physmap` of `shared_info` at guest frame `gpfn` (HVM/PVH). The frame's old

@@ -1,0 +1,39 @@
+//! Event channels, kernel side: which task waits on which port.
+//!
+//! Xen marks ports pending in `shared_info`; both Xen platforms scan them when their idle wait
+//! ends ([`dispatch`], in thread context with events masked) and every port that fired is
+//! recorded and wakes the task registered on it. Events are edge-triggered: a driver woken by
+//! one looks at its ring, where the real state is.
+
+use alloc::collections::BTreeMap;
+use core::task::Waker;
+
+use hermit_sync::SpinMutex;
+use ringbolt_shmem::SharedMemory;
+use ringbolt_xen_evtchn::{take_pending, vcpu_info_offset};
+
+#[derive(Default)]
+struct PortState {
+    fired: bool,
+    waker: Option<Waker>,
+}
+
+static PORTS: SpinMutex<BTreeMap<u32, PortState>> = SpinMutex::new(BTreeMap::new());
+
+/// Consumes vCPU 0's pending events in `shared_info` and wakes the tasks waiting on them. A
+/// port nobody waits on is remembered as fired, for whoever waits on it next.
+pub(crate) fn dispatch(shared_info: &impl SharedMemory) {
+    let vcpu_info = vcpu_info_offset(0).expect("vCPU 0 has a vcpu_info");
+    let mut wakers = alloc::vec::Vec::new();
+    let scanned = take_pending(shared_info, vcpu_info, |port| {
+        let mut ports = PORTS.lock();
+        let state = ports.entry(port).or_default();
+        state.fired = true;
+        wakers.extend(state.waker.take());
+    });
+    if let Err(e) = scanned {
+        log::error!("xen: event channels unreadable: {e}");
+    }
+    // Outside the lock: a waker may run code that registers another port.
+    wakers.into_iter().for_each(Waker::wake);
+}
