@@ -12,7 +12,9 @@
 //! Page tables are read and written through the platform (`Platform::read_pte`/`write_pte`) so
 //! the same mapper serves Xen PV, where every entry holds a machine frame and every write is a
 //! hypercall. There the kernel also keeps the loader's tables and extends them in place
-//! (`Platform::boot_page_tables`), 4 KiB pages only, and the null page is unmapped from them.
+//! (`Platform::boot_page_tables`), 4 KiB pages only, and the null page is unmapped from them;
+//! the identity map grows from the loader's bootstrap area upwards only as identity-mapped
+//! frames are handed out (heap frames need no identity mapping).
 
 use core::alloc::Layout;
 use core::ptr::NonNull;
@@ -44,9 +46,16 @@ static FRAMES: SpinMutex<FrameAllocator> = SpinMutex::new(FrameAllocator::new())
 /// tables' 4 GiB, Xen PV's bootstrap area growing as the identity map is extended, then all
 /// of the identity map.
 static TABLE_FRAME_LIMIT: AtomicU64 = AtomicU64::new(BOOT_MAPPED_END);
+/// The end of the identity map once complete. Xen PV reaches it lazily, a step at a time, as
+/// identity-mapped frames are needed ([`ensure_mapped_frames`]): mapping all of RAM up front
+/// costs Xen about 10 us of page-table validation per 4 KiB page under TCG.
+static IDENTITY_TARGET: AtomicU64 = AtomicU64::new(BOOT_MAPPED_END);
 /// The identity map grows in steps of this size on Xen PV, so each step's tables come from
 /// memory the previous steps mapped.
 const IDENTITY_STEP: u64 = 2 << 20;
+/// Identity-mapped free frames kept for the page tables of the next mappings (a step or a heap
+/// extension needs at most a leaf table, a directory and a PDPT).
+const TABLE_RESERVE: u64 = 4;
 static PAGES: SpinMutex<Option<Mapper<PlatformPageTables>>> = SpinMutex::new(None);
 
 /// Usable RAM in the memory map, in bytes, recorded at boot.
@@ -124,7 +133,12 @@ pub(crate) fn stats() -> MemoryStats {
 
 /// One 4 KiB frame, identity-mapped (for pages shared with the hypervisor, DMA buffers).
 pub(crate) fn allocate_frame() -> Option<PhysAddr> {
-    FRAMES.lock().allocate()
+    if let Some(mapper) = PAGES.lock().as_mut() {
+        ensure_mapped_frames(mapper, 1);
+    }
+    FRAMES
+        .lock()
+        .allocate_below(TABLE_FRAME_LIMIT.load(Ordering::Relaxed))
 }
 
 /// Sets up the frame allocator, switches to the kernel's page tables and enables the heap.
@@ -163,6 +177,7 @@ pub(crate) fn init(boot: &BootInfo<'_>, shared_pages: &[PhysAddr]) {
     let (mut mapper, identity_end) = match platform().boot_page_tables() {
         None => {
             let identity_end = ram_end.max(IDENTITY_MIN_END).next_multiple_of(FRAME_SIZE);
+            IDENTITY_TARGET.store(identity_end, Ordering::Relaxed);
             let root = PlatformPageTables
                 .allocate_table()
                 .expect("memory: no frame for the top-level page table");
@@ -183,8 +198,9 @@ pub(crate) fn init(boot: &BootInfo<'_>, shared_pages: &[PhysAddr]) {
         Some(tables) => {
             TABLE_FRAME_LIMIT.store(tables.mapped_end, Ordering::Relaxed);
             let identity_end = ram_end.next_multiple_of(FRAME_SIZE);
+            IDENTITY_TARGET.store(identity_end, Ordering::Relaxed);
             let mut mapper = Mapper::new(tables.root, PlatformPageTables);
-            extend_identity_map(&mut mapper, identity_end, flags);
+            ensure_mapped_frames(&mut mapper, 0);
             match mapper.unmap(VirtAddr::zero()) {
                 Ok(_) | Err(MapError::NotMapped) => {}
                 Err(e) => panic!("memory: cannot unmap the null page: {e:?}"),
@@ -213,36 +229,59 @@ pub(crate) fn init(boot: &BootInfo<'_>, shared_pages: &[PhysAddr]) {
         log::warn!("memory: no stack guard page at {guard:?}: {e:?}");
     }
     platform().activate_page_table(mapper.root());
-    TABLE_FRAME_LIMIT.store(identity_end, Ordering::Relaxed);
+    if platform().boot_page_tables().is_none() {
+        // The new tables map all of RAM: any frame can become a table.
+        TABLE_FRAME_LIMIT.store(identity_end, Ordering::Relaxed);
+    }
     *PAGES.lock() = Some(mapper);
     log::info!(
-        "memory: {} KiB usable, {} KiB free, identity map to {:#x}",
+        "memory: {} KiB usable, {} KiB free, identity map to {:#x} of {:#x}",
         total / 1024,
         FRAMES.lock().free_bytes() / 1024,
+        TABLE_FRAME_LIMIT.load(Ordering::Relaxed),
         identity_end
     );
 }
 
-/// Maps every page of `[4 KiB, end)` the loader's tables leave unmapped, identity, one
-/// `IDENTITY_STEP` at a time, raising `TABLE_FRAME_LIMIT` after each step so the next step's
-/// tables come from memory already mapped. Pages the loader mapped keep their mapping (Xen PV:
-/// its page tables are mapped read-only, as they must stay).
-fn extend_identity_map(mapper: &mut Mapper<PlatformPageTables>, end: u64, flags: PageTableFlags) {
-    let mut start = FRAME_SIZE;
-    while start < end {
+/// Grows the identity map (Xen PV; elsewhere it is complete from the start) until `frames`
+/// free frames plus [`TABLE_RESERVE`] lie inside it, or it covers all of RAM. One
+/// `IDENTITY_STEP` at a time, raising `TABLE_FRAME_LIMIT` after each step, so each step's tables
+/// come from memory already mapped. Pages the loader mapped keep their mapping (Xen PV: its
+/// page tables are mapped read-only, as they must stay). Never called from inside a mapper
+/// operation: it maps.
+fn ensure_mapped_frames(mapper: &mut Mapper<PlatformPageTables>, frames: u64) {
+    let flags = PageTableFlags::PRESENT | PageTableFlags::WRITABLE;
+    let wanted = (frames + TABLE_RESERVE) * FRAME_SIZE;
+    loop {
+        let start = TABLE_FRAME_LIMIT.load(Ordering::Relaxed).max(FRAME_SIZE);
+        let end = IDENTITY_TARGET.load(Ordering::Relaxed);
+        if start >= end || FRAMES.lock().free_bytes_below(start) >= wanted {
+            return;
+        }
         let step_end = (start + 1).next_multiple_of(IDENTITY_STEP).min(end);
+        let mut result = Ok(());
         // Batched: the step's pages are not used before it ends, when the batch is applied.
         platform().batch_pte_writes(&mut || {
-            for page in (start..step_end).step_by(FRAME_SIZE as usize) {
-                let (virt, phys) = (VirtAddr::new(page), PhysAddr::new(page));
-                match mapper.map(virt, phys, ringbolt_mm::PageSize::Size4K, flags) {
-                    Ok(()) | Err(MapError::AlreadyMapped) => {}
-                    Err(e) => panic!("memory: identity map of {page:#x} failed: {e:?}"),
-                }
-            }
+            result = (start..step_end)
+                .step_by(FRAME_SIZE as usize)
+                .try_for_each(|page| {
+                    let (virt, phys) = (VirtAddr::new(page), PhysAddr::new(page));
+                    match mapper.map(virt, phys, ringbolt_mm::PageSize::Size4K, flags) {
+                        Ok(()) | Err(MapError::AlreadyMapped) => Ok(()),
+                        Err(e) => Err((page, e)),
+                    }
+                });
         });
-        TABLE_FRAME_LIMIT.fetch_max(step_end, Ordering::Relaxed);
-        start = step_end;
+        match result {
+            Ok(()) => TABLE_FRAME_LIMIT.store(step_end, Ordering::Relaxed),
+            // The heap took every frame, even the reserve: what is mapped stays (a later call
+            // resumes there), and the allocation that needed more fails as out of memory.
+            Err((page, MapError::OutOfFrames)) => {
+                log::warn!("memory: no frame for the identity map at {page:#x}");
+                return;
+            }
+            Err((page, e)) => panic!("memory: identity map of {page:#x} failed: {e:?}"),
+        }
     }
 }
 
@@ -311,6 +350,8 @@ impl GrowingHeap {
         let Some(mapper) = pages.as_mut() else {
             return 0;
         };
+        // Page tables for the new pages: one leaf table per 2 MiB, plus what the reserve holds.
+        ensure_mapped_frames(mapper, want.div_ceil(IDENTITY_STEP));
         let flags = PageTableFlags::PRESENT | PageTableFlags::WRITABLE | PageTableFlags::NO_EXECUTE;
         let mut mapped = 0;
         while mapped < want {

@@ -189,6 +189,14 @@ impl<const N: usize> FrameAllocator<N> {
         None
     }
 
+    /// Free bytes below `limit`.
+    pub fn free_bytes_below(&self, limit: u64) -> u64 {
+        self.live()
+            .iter()
+            .map(|&(start, end)| end.min(limit).saturating_sub(start))
+            .sum()
+    }
+
     /// Returns one frame.
     pub fn free(&mut self, frame: PhysAddr) -> Result<(), FrameError> {
         self.free_range(frame, 1)
@@ -792,5 +800,15 @@ mod tests {
         }
         // The run must have reached the fragmented state the small capacity is there to provoke.
         assert!(fragmented > 0);
+    }
+
+    #[test]
+    fn counts_free_bytes_below_a_limit() {
+        let frames =
+            FrameAllocator::<8>::from_regions(&[(0x1000, 0x5000), (0x8000, 0xa000)], &[]).unwrap();
+        assert_eq!(frames.free_bytes_below(0), 0);
+        assert_eq!(frames.free_bytes_below(0x3000), 0x2000);
+        assert_eq!(frames.free_bytes_below(0x9000), 0x5000);
+        assert_eq!(frames.free_bytes_below(u64::MAX), frames.free_bytes());
     }
 }

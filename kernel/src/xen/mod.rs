@@ -172,7 +172,13 @@ pub(crate) fn set_evtchn_upcall_vector(vector: u8) -> Result<i64, XenError> {
     check(unsafe {
         hypercall(
             HYPERVISOR_HVM_OP,
-            [HVMOP_SET_EVTCHN_UPCALL_VECTOR.into(), pointer(&request), 0, 0, 0],
+            [
+                HVMOP_SET_EVTCHN_UPCALL_VECTOR.into(),
+                pointer(&request),
+                0,
+                0,
+                0,
+            ],
         )
     })
 }
