@@ -7,7 +7,7 @@ use ringbolt_boot::{BootError, BootInfo, BootProtocol, Cmdline};
 use crate::console::{self, Console};
 use crate::memory::{self, BootIdentityMap};
 use crate::platform::{self, BootFacts, ExitStatus, Platform, pvh_vmm, xen_pv, xen_pvh};
-use crate::{cpu, runtime, traps, xen};
+use crate::{cpu, hyperv, runtime, traps, xen};
 
 /// PVH entry: entered from `boot/src/entry.s` in long mode on the boot stack, interrupts off.
 #[unsafe(no_mangle)]
@@ -15,7 +15,7 @@ extern "C" fn ringbolt_pvh_start(start_info_paddr: u32) -> ! {
     let tsc_at_entry = cpu::rdtsc();
     let platform: &'static dyn Platform = match xen::detect() {
         Some(xen) => xen_pvh::init(tsc_at_entry, xen),
-        None => pvh_vmm::init(tsc_at_entry),
+        None => pvh_vmm::init(tsc_at_entry, hyperv::detect()),
     };
     platform::install(platform);
     console::init_logger(log::LevelFilter::Info);

@@ -42,6 +42,7 @@ extern crate alloc;
 mod apic;
 mod cpu;
 mod entry;
+mod hyperv;
 mod memory;
 mod panic;
 mod platform;

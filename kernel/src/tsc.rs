@@ -29,6 +29,10 @@ impl TscClock {
         }
     }
 
+    pub(crate) fn tsc_at_boot(&self) -> u64 {
+        self.tsc_at_boot
+    }
+
     /// Sets the scale once calibrated; until then the clock reads zero.
     pub(crate) fn set_scale(&self, scale: TscScale) {
         let _ = self.scale.set(scale);

@@ -1,6 +1,8 @@
-//! PVH on a plain VMM (QEMU `pc`/`microvm`, Firecracker-style): PC hardware emulated.
+//! PVH on a plain VMM (QEMU `pc`/`microvm`, Firecracker-style) or on Hyper-V: PC hardware
+//! emulated, plus Hyper-V's enlightenments when CPUID shows them (`crate::hyperv`).
 //!
-//! Console: COM1 (16550). Clock: TSC. Timer: local APIC one-shot. Wall clock: CMOS RTC (the
+//! Console: COM1 (16550). Clock: TSC (Hyper-V: the partition reference time, whose TSC page
+//! also gives the TSC frequency). Timer: local APIC one-shot. Wall clock: CMOS RTC (the
 //! century register from ACPI's FADT). Shutdown: QEMU's `isa-debug-exit` device at port 0xf4
 //! (so a harness sees the exit code), then ACPI S5 as the FADT describes it (PM1 control
 //! ports, or the sleep control register on hardware-reduced ACPI such as `microvm`), then halt.
@@ -16,6 +18,7 @@ use uart_16550::backend::PioBackend;
 use x86_64::PhysAddr;
 
 use super::{BootFacts, ExitStatus, Platform, hvm};
+use crate::hyperv::HyperV;
 use crate::single_cpu::lock_or_take_over;
 use crate::tsc::{self, TscClock};
 use crate::{apic, cpu, memory};
@@ -39,6 +42,7 @@ unsafe impl Sync for PowerOff {}
 pub(crate) struct PvhVmm {
     uart: SpinMutex<Option<Uart16550<PioBackend>>>,
     clock: TscClock,
+    hyperv: Option<HyperV>,
     /// Unix time (ns) read from the RTC and the monotonic instant it was read at.
     wall_base: OnceCell<(u64, Instant)>,
     power_off: OnceCell<PowerOff>,
@@ -47,7 +51,10 @@ pub(crate) struct PvhVmm {
 static PVH_VMM: OnceCell<PvhVmm> = OnceCell::new();
 
 /// Creates the platform with its console; the clock reads zero until [`PvhVmm::init_time`].
-pub(crate) fn init(tsc_at_entry: u64) -> &'static PvhVmm {
+pub(crate) fn init(tsc_at_entry: u64, hyperv: Option<HyperV>) -> &'static PvhVmm {
+    if let Some(hyperv) = &hyperv {
+        hyperv.identify();
+    }
     PVH_VMM.get_or_init(|| {
         // SAFETY: COM1's eight registers at 0x3f8 exist on every PC-compatible VMM and no other
         // code drives them; the UART does no DMA.
@@ -57,6 +64,7 @@ pub(crate) fn init(tsc_at_entry: u64) -> &'static PvhVmm {
         PvhVmm {
             uart: SpinMutex::new(uart),
             clock: TscClock::new(tsc_at_entry),
+            hyperv,
             wall_base: OnceCell::new(),
             power_off: OnceCell::new(),
         }
@@ -67,18 +75,28 @@ impl PvhVmm {
     /// Calibrates the TSC, starts the APIC timer and reads the RTC (`century`: the FADT's
     /// CMOS century register, if any).
     fn init_time(&self, century: Option<u8>) {
-        let Some((hz, source)) = tsc::calibrate() else {
-            panic!("time: cannot calibrate the TSC (no CPUID frequency, no PIT)");
+        let stated = self
+            .hyperv
+            .as_ref()
+            .and_then(|hyperv| hyperv.start_clock(self.clock.tsc_at_boot()));
+        let hz = match stated {
+            Some(hz) => hz,
+            None => {
+                let Some((hz, source)) = tsc::calibrate() else {
+                    panic!("time: cannot calibrate the TSC (no CPUID frequency, no PIT)");
+                };
+                log::info!("tsc: {} kHz ({source:?})", hz / 1000);
+                hz
+            }
         };
         let scale =
             TscScale::from_hz(hz).unwrap_or_else(|| panic!("time: unusable TSC frequency {hz} Hz"));
         self.clock.set_scale(scale);
-        log::info!("tsc: {} kHz ({source:?})", hz / 1000);
         disable_legacy_pics();
         apic::init(hz);
         match Rtc::new(CmosPortIo, century).read_unix() {
             Ok(secs) => {
-                let _ = self.wall_base.set((secs * 1_000_000_000, self.clock.now()));
+                let _ = self.wall_base.set((secs * 1_000_000_000, self.now()));
             }
             Err(e) => log::warn!("rtc: no wall clock: {e}"),
         }
@@ -146,7 +164,11 @@ impl CmosPorts for CmosPortIo {
 
 impl Platform for PvhVmm {
     fn name(&self) -> &'static str {
-        "qemu-pvh"
+        if self.hyperv.is_some() {
+            "hyperv"
+        } else {
+            "qemu-pvh"
+        }
     }
 
     fn console_write(&self, bytes: &[u8]) {
@@ -164,16 +186,19 @@ impl Platform for PvhVmm {
     }
 
     fn now(&self) -> Instant {
-        self.clock.now()
+        self.hyperv
+            .as_ref()
+            .and_then(HyperV::now)
+            .unwrap_or_else(|| self.clock.now())
     }
 
     fn wall_clock_unix_nanos(&self) -> Option<u64> {
         let &(base, at) = self.wall_base.get()?;
-        Some(base + (self.clock.now() - at).as_nanos() as u64)
+        Some(base + (self.now() - at).as_nanos() as u64)
     }
 
     fn wait_for_event(&self, deadline: Option<Instant>) {
-        hvm::wait_for_event(self.clock.now(), deadline);
+        hvm::wait_for_event(self.now(), deadline);
     }
 
     hvm::hvm_paging_methods!();
