@@ -5,10 +5,11 @@ use alloc::rc::Rc;
 use core::fmt::Write;
 use core::future::Future;
 use core::pin::Pin;
+use core::task::{Context, Poll, Waker};
 
 use hermit_sync::OnceCell;
 use ringbolt_boot::boot_info::CMDLINE_LIMIT;
-use ringbolt_executor::{Executor, Handle};
+use ringbolt_executor::{Either, Executor, Handle, select};
 use ringbolt_time::{Clock, Instant};
 
 use crate::app::ExitCode;
@@ -69,16 +70,55 @@ pub(crate) fn cmdline() -> &'static str {
 pub(crate) fn run() -> ! {
     let mut executor = Executor::new(Rc::new(PlatformClock));
     HANDLE.with(|handle| *handle = Some(executor.handle()));
+    if let Some(ring) = platform().xenstore_ring() {
+        crate::xen::store::start(ring, &executor.handle());
+    }
     // SAFETY: `ringbolt_app_main` is defined by the `main!` macro with exactly this signature;
     // an app without `main!` fails to link.
     let main = unsafe { ringbolt_app_main() };
-    let code = executor.block_on(main, |deadline| platform().wait_for_event(deadline));
-    exit(code)
+    let ended = executor.block_on(select(main, StopRequested), |deadline| {
+        platform().wait_for_event(deadline)
+    });
+    match ended {
+        Either::Left(code) => exit(ExitStatus::Code(code.as_u8())),
+        Either::Right(status) => exit(status),
+    }
 }
 
-/// Ends the VM with the app's exit code, printing it as the console's last line.
-pub(crate) fn exit(code: ExitCode) -> ! {
-    let status = ExitStatus::Code(code.as_u8());
+/// Ends the VM, printing the exit status as the console's last line.
+pub(crate) fn exit(status: ExitStatus) -> ! {
     let _ = writeln!(Console, "ringbolt: exit status {}", status.code());
     platform().shutdown(status)
+}
+
+/// A stop the VM's owner asked for, and the task waiting for one.
+static STOP: SingleCpu<(Option<ExitStatus>, Option<Waker>)> = SingleCpu::new((None, None));
+
+/// Stops the app and ends the VM with `status` (the app's `main` is dropped at its next
+/// await), on behalf of the VM's owner (`xl shutdown`, `xl reboot`).
+pub(crate) fn request_stop(status: ExitStatus) {
+    let waker = STOP.with(|(stop, waker)| {
+        *stop = Some(status);
+        waker.take()
+    });
+    if let Some(waker) = waker {
+        waker.wake();
+    }
+}
+
+/// Completes with the status of the first [`request_stop`].
+struct StopRequested;
+
+impl Future for StopRequested {
+    type Output = ExitStatus;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<ExitStatus> {
+        STOP.with(|(stop, waker)| match *stop {
+            Some(status) => Poll::Ready(status),
+            None => {
+                *waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+    }
 }

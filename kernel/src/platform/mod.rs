@@ -23,6 +23,8 @@ pub enum ExitStatus {
     Code(u8),
     /// The kernel or the app panicked.
     Panic,
+    /// The VM's owner asked for a reboot (Xen: `xl reboot`); the app was stopped cleanly.
+    Reboot,
 }
 
 impl ExitStatus {
@@ -31,6 +33,7 @@ impl ExitStatus {
     pub fn code(self) -> u8 {
         match self {
             ExitStatus::Code(code) => code.min(125),
+            ExitStatus::Reboot => 0,
             ExitStatus::Panic => 127,
         }
     }
@@ -90,6 +93,12 @@ pub(crate) trait Platform: Sync {
     /// Pages the platform shares with the hypervisor (console ring, ...) that the kernel's
     /// page tables must keep identity-mapped.
     fn shared_pages(&self) -> &[PhysAddr];
+
+    /// Xen: the xenstore ring page (identity-mapped, one of [`shared_pages`](Self::shared_pages))
+    /// and its event channel. Elsewhere: none.
+    fn xenstore_ring(&self) -> Option<crate::xen::store::StoreRing> {
+        None
+    }
 
     /// Bring-up that needs the kernel's page tables and frame allocator: clock calibration,
     /// timers, pages the hypervisor shares. `facts` is what the entry read from boot memory

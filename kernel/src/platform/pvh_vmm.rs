@@ -25,6 +25,9 @@ use crate::{apic, cpu, memory};
 
 const COM1: u16 = 0x3f8;
 const DEBUG_EXIT_PORT: u16 = 0xf4;
+/// The 8042's command port, and the command that resets the machine.
+const KEYBOARD_CONTROLLER: u16 = 0x64;
+const PULSE_RESET: u8 = 0xfe;
 
 /// How to enter S5, resolved at boot so the shutdown path neither parses nor maps anything.
 #[derive(Debug)]
@@ -216,6 +219,11 @@ impl Platform for PvhVmm {
     }
 
     fn shutdown(&self, status: ExitStatus) -> ! {
+        if status == ExitStatus::Reboot {
+            // SAFETY: 0xfe to the 8042 keyboard controller's command port pulses the CPU reset
+            // line on every PC-compatible VMM; it touches no memory.
+            unsafe { cpu::outb(KEYBOARD_CONTROLLER, PULSE_RESET) };
+        }
         // SAFETY: writing to the debug-exit port ends the VM (QEMU exits with (code << 1) | 1);
         // without the device the write is ignored. No memory effect.
         unsafe { cpu::outb(DEBUG_EXIT_PORT, status.code()) };

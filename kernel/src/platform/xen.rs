@@ -3,7 +3,7 @@
 
 use hermit_sync::{OnceCell, SpinMutex};
 use ringbolt_time::{Instant, TscScale};
-use ringbolt_xen_abi::sched::{SHUTDOWN_CRASH, SHUTDOWN_POWEROFF};
+use ringbolt_xen_abi::sched::{SHUTDOWN_CRASH, SHUTDOWN_POWEROFF, SHUTDOWN_REBOOT};
 use ringbolt_xen_console::ConsoleRing;
 use ringbolt_xen_pvclock::{Pvclock, read_vcpu_time, read_wallclock, vcpu_time_offset};
 use x86_64::PhysAddr;
@@ -157,19 +157,48 @@ impl XenClock {
     }
 }
 
-/// Ends the domain with the reason Xen's toolstack reports: poweroff for any exit code, crash
-/// for a panic (so `on_crash` applies). Returns only if Xen refuses.
+/// Ends the domain with the reason Xen's toolstack reports: poweroff for any exit code, reboot
+/// when asked for one, crash for a panic (so `on_crash` applies). Returns only if Xen refuses.
 pub(crate) fn shutdown(status: ExitStatus) -> Result<i64, xen::XenError> {
     let reason = match status {
         ExitStatus::Code(_) => SHUTDOWN_POWEROFF,
+        ExitStatus::Reboot => SHUTDOWN_REBOOT,
         ExitStatus::Panic => SHUTDOWN_CRASH,
     };
     xen::sched_shutdown(reason)
 }
 
+/// The pages a Xen platform shares with dom0's daemons (console ring, store ring), which the
+/// kernel keeps identity-mapped and out of the frame allocator.
+#[derive(Debug)]
+pub(crate) struct SharedPages {
+    pages: [PhysAddr; 2],
+    len: usize,
+}
+
+impl Default for SharedPages {
+    fn default() -> Self {
+        SharedPages {
+            pages: [PhysAddr::zero(); 2],
+            len: 0,
+        }
+    }
+}
+
+impl SharedPages {
+    pub(crate) fn push(&mut self, page: PhysAddr) {
+        self.pages[self.len] = page;
+        self.len += 1;
+    }
+
+    pub(crate) fn as_slice(&self) -> &[PhysAddr] {
+        &self.pages[..self.len]
+    }
+}
+
 /// The [`Platform`](super::Platform) methods Xen PV and PVH implement alike, over the fields
-/// `console: XenConsole`, `clock: XenClock` and `shared: [PhysAddr; 1]` (the console page;
-/// null when there is none).
+/// `console: XenConsole`, `clock: XenClock`, `shared: SharedPages` and
+/// `store: Option<StoreRing>`.
 macro_rules! xen_common_methods {
     () => {
         fn console_write(&self, bytes: &[u8]) {
@@ -185,11 +214,11 @@ macro_rules! xen_common_methods {
         }
 
         fn shared_pages(&self) -> &[x86_64::PhysAddr] {
-            if self.shared[0].is_null() {
-                &[]
-            } else {
-                &self.shared
-            }
+            self.shared.as_slice()
+        }
+
+        fn xenstore_ring(&self) -> Option<$crate::xen::store::StoreRing> {
+            self.store
         }
     };
 }

@@ -29,9 +29,10 @@ use ringbolt_xen_evtchn::{set_upcall_mask, vcpu_info_offset};
 use x86_64::structures::paging::PageTableFlags;
 use x86_64::{PhysAddr, VirtAddr};
 
-use super::xen::{XenClock, XenConsole};
+use super::xen::{SharedPages, XenClock, XenConsole};
 use super::{BootFacts, BootPageTables, ExitStatus, Platform, hvm};
 use crate::shared_page::SharedPage;
+use crate::xen::store::StoreRing;
 use crate::xen::{self, events};
 
 /// Bits 12..52 of a page-table entry: the frame.
@@ -169,8 +170,9 @@ fn apply(requests: &[MmuUpdate]) {
 pub(crate) struct XenPv {
     batch: SpinMutex<PteBatch>,
     console: XenConsole,
-    /// The console ring's page, if a domU (reserved and kept mapped by `memory`).
-    shared: [PhysAddr; 1],
+    /// The console and store rings' pages, for a domU (in RAM; `memory` reserves them).
+    shared: SharedPages,
+    store: Option<StoreRing>,
     clock: XenClock,
     p2m: P2m,
     m2p: Option<M2p>,
@@ -193,7 +195,8 @@ pub(crate) fn init(tsc_at_entry: u64, info: &XenPvInfo) -> &'static XenPv {
         let mut platform = XenPv {
             batch: SpinMutex::new(PteBatch::new()),
             console: XenConsole::new(None, console_io_write),
-            shared: [PhysAddr::zero()],
+            shared: SharedPages::default(),
+            store: None,
             clock: XenClock::new(tsc_at_entry),
             p2m: P2m { mfns },
             m2p: M2p::find(),
@@ -204,13 +207,20 @@ pub(crate) fn init(tsc_at_entry: u64, info: &XenPvInfo) -> &'static XenPv {
             dom0: info.flags & SIF_INITDOMAIN != 0,
             shared_info_maddr: info.shared_info_maddr,
         };
-        if let StartInfoConsole::DomU(Some(ring)) = info.console {
-            let page = platform.mfn_to_pfn(ring.mfn).map(|pfn| pfn << PAGE_SHIFT);
-            if let Some(page) = page {
-                platform.shared = [PhysAddr::new(page)];
-                platform.console =
-                    XenConsole::new(Some((PhysAddr::new(page), ring.evtchn)), console_io_write);
-            }
+        if let StartInfoConsole::DomU(Some(ring)) = info.console
+            && let Some(page) = platform.ring_page(ring.mfn)
+        {
+            platform.shared.push(page);
+            platform.console = XenConsole::new(Some((page, ring.evtchn)), console_io_write);
+        }
+        if let Some(ring) = info.store
+            && let Some(page) = platform.ring_page(ring.mfn)
+        {
+            platform.shared.push(page);
+            platform.store = Some(StoreRing {
+                page,
+                port: ring.evtchn,
+            });
         }
         platform
     })
@@ -232,6 +242,17 @@ impl XenPv {
     fn mfn_to_pfn(&self, mfn: u64) -> Option<u64> {
         let pfn = self.m2p.as_ref()?.entry(mfn)?;
         (self.p2m.mfn(pfn) == Some(mfn)).then_some(pfn)
+    }
+
+    /// Where a ring page start_info names by machine frame sits in our memory.
+    fn ring_page(&self, mfn: u64) -> Option<PhysAddr> {
+        let page = self
+            .mfn_to_pfn(mfn)
+            .map(|pfn| PhysAddr::new(pfn << PAGE_SHIFT));
+        if page.is_none() {
+            log::warn!("xen-pv: ring page mfn {mfn:#x} is not ours");
+        }
+        page
     }
 
     fn vcpu0_info(&self) -> usize {

@@ -10,20 +10,24 @@
 
 use hermit_sync::OnceCell;
 use ringbolt_time::Instant;
-use ringbolt_xen_abi::hvm::params::{HVM_PARAM_CONSOLE_EVTCHN, HVM_PARAM_CONSOLE_PFN};
+use ringbolt_xen_abi::hvm::params::{
+    HVM_PARAM_CONSOLE_EVTCHN, HVM_PARAM_CONSOLE_PFN, HVM_PARAM_STORE_EVTCHN, HVM_PARAM_STORE_PFN,
+};
 use x86_64::PhysAddr;
 
-use super::xen::{XenClock, XenConsole};
+use super::xen::{SharedPages, XenClock, XenConsole};
 use super::{BootFacts, ExitStatus, Platform, hvm};
 use crate::shared_page::SharedPage;
+use crate::xen::store::StoreRing;
 use crate::xen::{self, Xen, events};
 use crate::{apic, cpu, memory};
 
 pub(crate) struct XenPvh {
     xen: Xen,
     console: XenConsole,
-    /// The console page, kept identity-mapped by the kernel's page tables.
-    shared: [PhysAddr; 1],
+    /// The console and store pages (special pages outside RAM), kept identity-mapped.
+    shared: SharedPages,
+    store: Option<StoreRing>,
     clock: XenClock,
 }
 
@@ -33,22 +37,26 @@ static XEN_PVH: OnceCell<XenPvh> = OnceCell::new();
 pub(crate) fn init(tsc_at_entry: u64, xen: Xen) -> &'static XenPvh {
     XEN_PVH.get_or_init(|| {
         xen.install_hypercall_page();
-        let ring = console_ring();
+        let console = ring_param(HVM_PARAM_CONSOLE_PFN, HVM_PARAM_CONSOLE_EVTCHN);
+        let store = ring_param(HVM_PARAM_STORE_PFN, HVM_PARAM_STORE_EVTCHN)
+            .map(|(page, port)| StoreRing { page, port });
+        let mut shared = SharedPages::default();
+        console.iter().for_each(|&(page, _)| shared.push(page));
+        store.iter().for_each(|ring| shared.push(ring.page));
         XenPvh {
             xen,
-            console: XenConsole::new(ring, xen::debug_port_write),
-            shared: [ring.map_or(PhysAddr::zero(), |(page, _)| page)],
+            console: XenConsole::new(console, xen::debug_port_write),
+            shared,
+            store,
             clock: XenClock::new(tsc_at_entry),
         }
     })
 }
 
-/// The console ring's page and event channel, from the HVM params.
-fn console_ring() -> Option<(PhysAddr, u32)> {
-    let pfn = xen::hvm_get_param(HVM_PARAM_CONSOLE_PFN)
-        .ok()
-        .filter(|&pfn| pfn != 0)?;
-    let evtchn = xen::hvm_get_param(HVM_PARAM_CONSOLE_EVTCHN).ok()?;
+/// A ring's page and event channel from the HVM params that name them.
+fn ring_param(pfn_param: u32, evtchn_param: u32) -> Option<(PhysAddr, u32)> {
+    let pfn = xen::hvm_get_param(pfn_param).ok().filter(|&pfn| pfn != 0)?;
+    let evtchn = xen::hvm_get_param(evtchn_param).ok()?;
     Some((PhysAddr::new(pfn << 12), u32::try_from(evtchn).ok()?))
 }
 

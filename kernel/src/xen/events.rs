@@ -6,7 +6,9 @@
 //! one looks at its ring, where the real state is.
 
 use alloc::collections::BTreeMap;
-use core::task::Waker;
+use core::future::Future;
+use core::pin::Pin;
+use core::task::{Context, Poll, Waker};
 
 use hermit_sync::SpinMutex;
 use ringbolt_shmem::SharedMemory;
@@ -36,4 +38,30 @@ pub(crate) fn dispatch(shared_info: &impl SharedMemory) {
     }
     // Outside the lock: a waker may run code that registers another port.
     wakers.into_iter().for_each(Waker::wake);
+}
+
+/// Completes once `port` has fired since the previous completion (or since boot).
+pub(crate) fn fired(port: u32) -> Fired {
+    Fired { port }
+}
+
+/// The future [`fired`] returns.
+#[derive(Debug)]
+pub(crate) struct Fired {
+    port: u32,
+}
+
+impl Future for Fired {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut ports = PORTS.lock();
+        let state = ports.entry(self.port).or_default();
+        if core::mem::take(&mut state.fired) {
+            Poll::Ready(())
+        } else {
+            state.waker = Some(cx.waker().clone());
+            Poll::Pending
+        }
+    }
 }

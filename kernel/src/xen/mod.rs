@@ -31,6 +31,7 @@ use ringbolt_xen_abi::xen::{
 use crate::cpu;
 
 pub(crate) mod events;
+pub(crate) mod store;
 
 /// CPUID leaves where a hypervisor may publish its signature: 0x40000000 and, when Xen also
 /// offers Viridian (Hyper-V) enlightenments, every 0x100 above.
