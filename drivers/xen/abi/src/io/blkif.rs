@@ -84,7 +84,8 @@ pub mod blkif_request {
     pub const SECTOR_NUMBER: usize = 16;
     /// `struct blkif_request_segment seg[11]`.
     pub const SEG: usize = 24;
-    pub const SIZE: usize = SEG + super::BLKIF_MAX_SEGMENTS_PER_REQUEST * super::blkif_request_segment::SIZE;
+    pub const SIZE: usize =
+        SEG + super::BLKIF_MAX_SEGMENTS_PER_REQUEST * super::blkif_request_segment::SIZE;
 }
 
 /// `struct blkif_request_discard` (32 bytes).
@@ -132,11 +133,15 @@ pub mod blkif_response {
 /// `union blkif_sring_entry`: a ring slot holds either a request or a response.
 pub const BLKIF_SRING_ENTRY_SIZE: usize = blkif_request::SIZE;
 /// Slots in a one-page blkif ring (`__CONST_RING_SIZE(blkif, 4096)`).
-pub const BLKIF_RING_SIZE: usize = super::ring::const_ring_size(XEN_PAGE_SIZE, BLKIF_SRING_ENTRY_SIZE);
+pub const BLKIF_RING_SIZE: usize =
+    super::ring::const_ring_size(XEN_PAGE_SIZE, BLKIF_SRING_ENTRY_SIZE);
 
 const _: () = {
     assert!(blkif_request::SIZE == 112);
-    assert!(blkif_request_indirect::INDIRECT_GREFS + BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST * 4 <= blkif_request_indirect::SIZE);
+    assert!(
+        blkif_request_indirect::INDIRECT_GREFS + BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST * 4
+            <= blkif_request_indirect::SIZE
+    );
     assert!(blkif_request_indirect::SIZE <= BLKIF_SRING_ENTRY_SIZE);
     assert!(blkif_request_discard::SIZE <= BLKIF_SRING_ENTRY_SIZE);
     assert!(blkif_response::SIZE <= BLKIF_SRING_ENTRY_SIZE);
@@ -218,7 +223,10 @@ mod tests {
     #[test]
     fn request_matches_the_c_layout() {
         assert_eq!(blkif_request::OPERATION, offset_of!(CRequest, operation));
-        assert_eq!(blkif_request::NR_SEGMENTS, offset_of!(CRequest, nr_segments));
+        assert_eq!(
+            blkif_request::NR_SEGMENTS,
+            offset_of!(CRequest, nr_segments)
+        );
         assert_eq!(blkif_request::HANDLE, offset_of!(CRequest, handle));
         assert_eq!(blkif_request::ID, offset_of!(CRequest, id));
         assert_eq!(
@@ -228,15 +236,26 @@ mod tests {
         assert_eq!(blkif_request::SEG, offset_of!(CRequest, seg));
         assert_eq!(blkif_request::SIZE, size_of::<CRequest>());
         assert_eq!(
-            (blkif_request::ID, blkif_request::SECTOR_NUMBER, blkif_request::SEG, blkif_request::SIZE),
+            (
+                blkif_request::ID,
+                blkif_request::SECTOR_NUMBER,
+                blkif_request::SEG,
+                blkif_request::SIZE
+            ),
             (8, 16, 24, 112)
         );
     }
 
     #[test]
     fn discard_request_matches_the_c_layout() {
-        assert_eq!(blkif_request_discard::FLAG, offset_of!(CRequestDiscard, flag));
-        assert_eq!(blkif_request_discard::HANDLE, offset_of!(CRequestDiscard, handle));
+        assert_eq!(
+            blkif_request_discard::FLAG,
+            offset_of!(CRequestDiscard, flag)
+        );
+        assert_eq!(
+            blkif_request_discard::HANDLE,
+            offset_of!(CRequestDiscard, handle)
+        );
         assert_eq!(blkif_request_discard::ID, offset_of!(CRequestDiscard, id));
         assert_eq!(
             blkif_request_discard::SECTOR_NUMBER,
@@ -268,14 +287,21 @@ mod tests {
             blkif_request_indirect::SECTOR_NUMBER,
             offset_of!(CRequestIndirect, sector_number)
         );
-        assert_eq!(blkif_request_indirect::HANDLE, offset_of!(CRequestIndirect, handle));
+        assert_eq!(
+            blkif_request_indirect::HANDLE,
+            offset_of!(CRequestIndirect, handle)
+        );
         assert_eq!(
             blkif_request_indirect::INDIRECT_GREFS,
             offset_of!(CRequestIndirect, indirect_grefs)
         );
         assert_eq!(blkif_request_indirect::SIZE, size_of::<CRequestIndirect>());
         assert_eq!(
-            (blkif_request_indirect::HANDLE, blkif_request_indirect::INDIRECT_GREFS, blkif_request_indirect::SIZE),
+            (
+                blkif_request_indirect::HANDLE,
+                blkif_request_indirect::INDIRECT_GREFS,
+                blkif_request_indirect::SIZE
+            ),
             (24, 28, 64)
         );
     }
@@ -287,7 +313,11 @@ mod tests {
         assert_eq!(blkif_response::STATUS, offset_of!(CResponse, status));
         assert_eq!(blkif_response::SIZE, size_of::<CResponse>());
         assert_eq!(
-            (blkif_response::OPERATION, blkif_response::STATUS, blkif_response::SIZE),
+            (
+                blkif_response::OPERATION,
+                blkif_response::STATUS,
+                blkif_response::SIZE
+            ),
             (8, 10, 16)
         );
     }

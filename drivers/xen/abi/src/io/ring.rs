@@ -83,7 +83,12 @@ mod tests {
         assert_eq!(sring::RING, offset_of!(CSring, ring));
         assert_eq!(size_of::<CSring>(), 72);
         assert_eq!(
-            (sring::REQ_PROD, sring::REQ_EVENT, sring::RSP_PROD, sring::RSP_EVENT),
+            (
+                sring::REQ_PROD,
+                sring::REQ_EVENT,
+                sring::RSP_PROD,
+                sring::RSP_EVENT
+            ),
             (0, 4, 8, 12)
         );
         assert_eq!(size_of::<RingIdx>(), 4);
