@@ -110,6 +110,32 @@ pub struct Tally {
     pub failed: usize,
 }
 
+impl Tally {
+    /// Counts a named run that passed, failed, or could not run (an error is a failure), and
+    /// prints its verdict line.
+    pub fn record(&mut self, name: &str, passed: Result<bool, String>) {
+        match passed {
+            Ok(true) => {
+                self.passed += 1;
+                println!("PASS  {name}");
+            }
+            Ok(false) => {
+                self.failed += 1;
+                println!("FAIL  {name}");
+            }
+            Err(e) => {
+                self.failed += 1;
+                println!("FAIL  {name}: {e}");
+            }
+        }
+    }
+
+    pub fn add(&mut self, other: Tally) {
+        self.passed += other.passed;
+        self.failed += other.failed;
+    }
+}
+
 /// Runs every case against the `hello` image (or fails them all with the build error).
 ///
 /// A failed case runs once more before it counts: under TCG a busy host can delay a guest's
@@ -127,14 +153,11 @@ pub fn run_all(hello: &Result<PathBuf, String>) -> Tally {
             attempt()
         });
         match result {
-            Ok(took) => {
-                tally.passed += 1;
-                println!("PASS  {} ({:.2} s)", case.name, took.as_secs_f64());
-            }
-            Err(reason) => {
-                tally.failed += 1;
-                println!("FAIL  {}: {reason}", case.name);
-            }
+            Ok(took) => tally.record(
+                &format!("{} ({:.2} s)", case.name, took.as_secs_f64()),
+                Ok(true),
+            ),
+            Err(reason) => tally.record(case.name, Err(reason)),
         }
     }
     tally
@@ -193,10 +216,12 @@ fn check_report(run: &Run, append: &str, now_unix: i64) -> Vec<String> {
     let expected = report::Expected {
         platform: "qemu-pvh",
         cmdline: append,
-        mem_mib: MEM_MIB,
-        clock_unix: now_unix,
-        clock_name: "the host",
-        clock_slack_secs: CLOCK_SLACK_SECS,
+        mem_mib: Some(MEM_MIB),
+        clock: Some(report::Clock {
+            unix: now_unix,
+            name: "the host",
+            slack_secs: CLOCK_SLACK_SECS,
+        }),
         sleep_ms: SLEEP_RANGE_MS,
     };
     let mut problems = report::check(&run.console, &expected);

@@ -36,6 +36,42 @@ pub fn ensure_qemu() -> Result<(), String> {
         return Ok(());
     }
     eprintln!("xtask: {QEMU} not found; installing QEMU from {BACKPORTS}");
+    install_qemu()
+}
+
+/// Like [`ensure_qemu`], and installs QEMU from bookworm-backports too when the QEMU found has
+/// no `device` (Debian 12's own QEMU 7.2 lacks `hv-balloon`, for one).
+pub fn ensure_qemu_device(device: &str) -> Result<(), String> {
+    ensure_qemu()?;
+    let has_device = || {
+        Command::new(QEMU)
+            .args(["-device", "help"])
+            .output()
+            .is_ok_and(|out| lists_device(&String::from_utf8_lossy(&out.stdout), device))
+    };
+    if has_device() {
+        return Ok(());
+    }
+    eprintln!("xtask: {QEMU} has no {device} device; installing QEMU from {BACKPORTS}");
+    install_qemu()?;
+    if has_device() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{QEMU} has no {device} device even after the install"
+        ))
+    }
+}
+
+/// Whether `qemu -device help` output names `device` (lines like `name "hv-balloon", bus vmbus`).
+fn lists_device(help: &str, device: &str) -> bool {
+    let name = format!("name \"{device}\"");
+    help.lines()
+        .any(|line| line.trim_start().starts_with(&name))
+}
+
+/// QEMU from bookworm-backports, enabling the suite first if apt does not know it.
+fn install_qemu() -> Result<(), String> {
     if !backports_configured(Path::new(SOURCES_DIR)) {
         eprintln!("xtask: writing {BACKPORTS_LIST}");
         let mut tee = as_root("tee", &[BACKPORTS_LIST])?;
@@ -207,6 +243,16 @@ mod tests {
         assert!(backports_configured(&dir));
         fs::remove_dir_all(&dir).unwrap();
         assert!(!backports_configured(&dir), "missing directory");
+    }
+
+    #[test]
+    fn finds_devices_by_exact_name() {
+        let help = "Misc devices:\nname \"hv-balloon\", bus vmbus, desc \"Hyper-V Dynamic Memory\"\n\
+                    name \"isa-debug-exit\", bus ISA\n";
+        assert!(lists_device(help, "hv-balloon"));
+        assert!(lists_device(help, "isa-debug-exit"));
+        assert!(!lists_device(help, "hv"));
+        assert!(!lists_device(help, "vmbus-bridge"));
     }
 
     #[test]

@@ -8,9 +8,13 @@
 
 mod bench;
 mod boot_tests;
+mod debian;
 mod floor;
 mod fuzz;
+mod harness;
+mod hyperv;
 mod install;
+mod pattern;
 mod qemu;
 mod report;
 mod xen;
@@ -34,10 +38,11 @@ usage: cargo xtask <verb> [options]
       [--timeout SECS]
       Build, boot on QEMU (TCG unless --kvm), stream the console, exit with the app's code.
       Defaults: --mem 128 --machine pc --timeout 60.
-  test [host] [lint] [boot] [xen]
-      Host unit tests, fmt and clippy, boot tests on QEMU; those three unless stages are
-      named. xen runs only when named: hello on real Xen (see below) as PV dom0, then in one
-      dom0 boot its report and its panic as a PVH and as a PV domU.
+  test [host] [lint] [boot] [xen] [hyperv]
+      Host unit tests, fmt and clippy, boot tests on QEMU, then the harnesses; all stages
+      unless some are named. xen: hello on real Xen (see below) as PV dom0, then in one dom0
+      boot its report and its panic as a PVH and as a PV domU. hyperv: hello's report
+      (platform hyperv, command line, sleep, exit status 0) as a Hyper-V guest (see below).
   bench boot [--runs N] [--machine pc|microvm] [--kvm]
       Boot time of hello against the floor image (release build, default 5 runs).
   bench xen-boot [--runs N] [--mode pv|pvh]
@@ -50,7 +55,7 @@ usage: cargo xtask <verb> [options]
 ";
 
 fn usage() -> String {
-    format!("{USAGE_HEAD}{}", xen::USAGE)
+    format!("{USAGE_HEAD}{}{}", xen::USAGE, hyperv::USAGE)
 }
 
 fn main() -> ExitCode {
@@ -73,6 +78,7 @@ fn dispatch(mut args: Args) -> Result<ExitCode, String> {
         Some("xen") => xen::xen_verb(args),
         Some("xen-smoke") => xen::smoke_verb(args),
         Some("xen-selftest") => xen::selftest_verb(args),
+        Some("hyperv") => hyperv::verb(args),
         Some("help") => help(),
         None if args.flag("--help") || args.flag("-h") => help(),
         None => Err(format!("no verb given\n{}", usage())),
@@ -164,7 +170,7 @@ const STEPS: &[Step] = &[
 ];
 
 /// Every stage runs by default; naming stages runs only those.
-const STAGES: [&str; 4] = ["host", "lint", "boot", "xen"];
+const STAGES: [&str; 5] = ["host", "lint", "boot", "xen", "hyperv"];
 
 fn test_verb(mut args: Args) -> Result<ExitCode, String> {
     let mut stages = Vec::new();
@@ -206,11 +212,15 @@ fn test_verb(mut args: Args) -> Result<ExitCode, String> {
     }
     if selected("xen") {
         install::ensure_qemu()?;
-        install::ensure_tools(xen::HOST_TOOLS)?;
+        install::ensure_tools(debian::HOST_TOOLS)?;
         println!("xtask: Xen tests (QEMU TCG, Xen 4.17, Linux dom0)");
-        let xen = xen::test_stage(&build("hello", false));
-        tally.passed += xen.passed;
-        tally.failed += xen.failed;
+        tally.add(xen::test_stage(&build("hello", false)));
+    }
+    if selected("hyperv") {
+        install::ensure_qemu_device("hv-balloon")?;
+        install::ensure_tools(debian::HOST_TOOLS)?;
+        println!("xtask: Hyper-V tests (QEMU TCG, Linux L1 with KVM's Hyper-V emulation)");
+        tally.add(hyperv::test_stage(&build("hello", false)));
     }
     if !failed_steps.is_empty() {
         println!("xtask: failed steps: {}", failed_steps.join(", "));
@@ -258,7 +268,7 @@ fn fuzz_verb(mut args: Args) -> Result<ExitCode, String> {
     }
     args.finish()?;
     if targets.is_empty() {
-        targets = fuzz::TARGETS.iter().map(|t| t.to_string()).collect();
+        targets = fuzz::targets(workspace_root())?;
     }
     fuzz::run(workspace_root(), &targets, seconds)?;
     Ok(ExitCode::SUCCESS)
@@ -427,6 +437,14 @@ impl Args {
         }
     }
 
+    /// Takes `--` and everything after it, for passing on untouched.
+    fn trailing(&mut self) -> Vec<String> {
+        match self.rest.iter().position(|arg| arg == "--") {
+            Some(at) => self.rest.split_off(at).into_iter().skip(1).collect(),
+            None => Vec::new(),
+        }
+    }
+
     /// Fails on anything not taken.
     fn finish(self) -> Result<(), String> {
         match self.rest.first() {
@@ -440,7 +458,7 @@ impl Args {
 mod tests {
     use super::*;
 
-    fn args(list: &[&str]) -> Args {
+    pub fn args(list: &[&str]) -> Args {
         Args::new(list.iter().map(|arg| (*arg).to_owned()).collect())
     }
 
@@ -485,6 +503,15 @@ mod tests {
         assert!(args(&["--mem"]).value("--mem").is_err());
         assert!(args(&["--mem", "lots"]).parsed("--mem", 128u32).is_err());
         assert!(args(&[]).required("--app").is_err());
+    }
+
+    #[test]
+    fn trailing_takes_everything_after_the_double_dash() {
+        let mut args = args(&["--app", "hello", "--", "-cpu", "host", "--app", "x"]);
+        assert_eq!(args.trailing(), ["-cpu", "host", "--app", "x"]);
+        assert_eq!(args.required("--app"), Ok("hello".to_owned()));
+        assert_eq!(args.finish(), Ok(()));
+        assert!(super::tests::args(&["--kvm"]).trailing().is_empty());
     }
 
     #[test]

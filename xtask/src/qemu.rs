@@ -300,18 +300,22 @@ pub fn tail(text: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub mod tests {
     use super::*;
 
     fn lines(text: &[&str]) -> Vec<String> {
         text.iter().map(|line| (*line).to_owned()).collect()
     }
 
-    fn args(vm: &Vm<'_>) -> Vec<String> {
-        vm.command()
-            .get_args()
+    /// A command's arguments, without the program.
+    pub fn command_args(cmd: &Command) -> Vec<String> {
+        cmd.get_args()
             .map(|arg| arg.to_string_lossy().into_owned())
             .collect()
+    }
+
+    fn args(vm: &Vm<'_>) -> Vec<String> {
+        command_args(&vm.command())
     }
 
     fn vm(machine: Machine, kvm: bool) -> Vm<'static> {
@@ -324,7 +328,8 @@ mod tests {
         }
     }
 
-    fn has_pair(args: &[String], flag: &str, value: &str) -> bool {
+    /// Whether `flag` is directly followed by `value`.
+    pub fn has_pair(args: &[String], flag: &str, value: &str) -> bool {
         args.windows(2)
             .any(|pair| pair[0] == flag && pair[1] == value)
     }

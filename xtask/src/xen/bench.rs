@@ -15,6 +15,7 @@ use std::time::Duration;
 use super::run::{self, Domain, Guest};
 use super::{Image, Layout, Mode, Reason, dom0, test_guest};
 use crate::bench::{self, Samples};
+use crate::harness::secs;
 
 /// Both guests get the same memory: building a domain costs time in proportion to it.
 const MEM_MIB: u32 = 128;
@@ -53,7 +54,7 @@ pub fn xen_boot(layout: &Layout, hello: &Path, runs: usize, mode: Mode) -> Resul
     println!(
         "xl create to first console line and to shutdown, by dom0's clock, over {runs} run(s) \
          each: linux as pv, ringbolt as {mode}, {MEM_MIB} MiB each; one dom0 boot, QEMU ran {}",
-        run::secs(session.elapsed, 1)
+        secs(session.elapsed, 1)
     );
     bench::compare(FIGURES, [(NAMES[0], &samples[0]), (NAMES[1], &samples[1])]);
     Ok(())

@@ -6,9 +6,10 @@
 use std::path::Path;
 use std::time::Duration;
 
-use super::pattern::Pattern;
 use super::run::{self, Domain, Guest};
 use super::{Image, Layout, Mode, Reason, Verdict, dom0::Dom0};
+use crate::harness::{secs, unmatched};
+use crate::pattern::Pattern;
 use crate::{qemu, report};
 
 /// hello's arguments and memory in the Xen cases: odd sizes catch rounding.
@@ -80,12 +81,7 @@ pub fn problems(case: &Case, domain: &Domain) -> Vec<String> {
         ));
     }
     match &case.checks {
-        Checks::Expect(patterns) => problems.extend(
-            patterns
-                .iter()
-                .filter(|pattern| !console.iter().any(|line| pattern.is_match(line)))
-                .map(|pattern| format!("expect /{}/: no console line matches", pattern.as_str())),
-        ),
+        Checks::Expect(patterns) => problems.extend(unmatched(patterns, console)),
         Checks::HelloReport => {
             match domain.trace.created_unix() {
                 Some(clock_unix) => {
@@ -93,10 +89,12 @@ pub fn problems(case: &Case, domain: &Domain) -> Vec<String> {
                     let expected = report::Expected {
                         platform: &platform,
                         cmdline: &case.guest.image.append,
-                        mem_mib: case.guest.image.mem_mib,
-                        clock_unix,
-                        clock_name: "dom0",
-                        clock_slack_secs: CLOCK_SLACK_SECS,
+                        mem_mib: Some(case.guest.image.mem_mib),
+                        clock: Some(report::Clock {
+                            unix: clock_unix,
+                            name: "dom0",
+                            slack_secs: CLOCK_SLACK_SECS,
+                        }),
                         sleep_ms: SLEEP_RANGE_MS,
                     };
                     problems.extend(report::check(console, &expected));
@@ -164,7 +162,7 @@ pub fn run(
                 println!("xtask: xen:   check failed: {problem}");
             }
             let took = domain.trace.end().map_or(String::new(), |end| {
-                format!(" (xl create -> end {})", run::secs(end, 2))
+                format!(" (xl create -> end {})", secs(end, 2))
             });
             (format!("{}{took}", case.name), Ok(problems.is_empty()))
         })

@@ -6,15 +6,15 @@
 //! TCG, dom0 copies 70 MB faster than it gunzips 25 MB. A stamp of package versions, scripts
 //! and module list decides whether anything needs rebuilding.
 
-use std::collections::{BTreeSet, HashMap};
 use std::fs;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::BufWriter;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use super::{Layout, apt, cpio};
+use super::Layout;
+use crate::debian::{apt, cpio, merged_usr_tree, module_closure, run, unpack, unpack_kernel};
 
 /// Unpacked into dom0's root file system, with their dependency closures.
 const ROOTFS_PACKAGES: &[&str] = &[
@@ -176,48 +176,6 @@ fn stamp_text(rootfs: &[apt::Deb], boot: &[apt::Deb]) -> String {
     text
 }
 
-/// `dpkg-deb --fsys-tarfile DEB | tar -x`: plain `dpkg-deb -x` would replace the tree's
-/// `bin -> usr/bin` links with directories, which `--keep-directory-symlink` prevents.
-pub fn unpack(deb: &Path, dest: &Path) -> Result<(), String> {
-    let mut dpkg = Command::new("dpkg-deb")
-        .arg("--fsys-tarfile")
-        .arg(deb)
-        .stdout(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("running dpkg-deb: {e}"))?;
-    let tar = Command::new("tar")
-        .args(["-x", "--keep-directory-symlink", "-C"])
-        .arg(dest)
-        .stdin(dpkg.stdout.take().expect("stdout is piped"))
-        .status()
-        .map_err(|e| format!("running tar: {e}"))?;
-    let dpkg = dpkg
-        .wait()
-        .map_err(|e| format!("waiting for dpkg-deb: {e}"))?;
-    if dpkg.success() && tar.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "unpacking {} failed (dpkg-deb {dpkg}, tar {tar})",
-            deb.display()
-        ))
-    }
-}
-
-/// An empty merged-/usr tree: `bin`, `sbin`, `lib`, `lib64` link into `usr`.
-fn merged_usr_tree(root: &Path) -> Result<(), String> {
-    if root.exists() {
-        fs::remove_dir_all(root).map_err(|e| format!("removing {}: {e}", root.display()))?;
-    }
-    for dir in ["bin", "sbin", "lib", "lib64"] {
-        let usr = root.join("usr").join(dir);
-        fs::create_dir_all(&usr).map_err(|e| format!("creating {}: {e}", usr.display()))?;
-        symlink(format!("usr/{dir}"), root.join(dir))
-            .map_err(|e| format!("linking {dir} in {}: {e}", root.display()))?;
-    }
-    Ok(())
-}
-
 fn extract_xen(deb: &Path, work: &Path, out: &Path) -> Result<(), String> {
     let tmp = work.join("hypervisor");
     merged_usr_tree(&tmp)?;
@@ -238,21 +196,6 @@ fn extract_xen(deb: &Path, work: &Path, out: &Path) -> Result<(), String> {
     }
     fs::write(out, plain.stdout).map_err(|e| format!("writing {}: {e}", out.display()))?;
     fs::remove_dir_all(&tmp).map_err(|e| format!("removing {}: {e}", tmp.display()))
-}
-
-/// The kernel package unpacked once per version, with `modules.dep` (which dpkg's postinst
-/// would have made).
-fn unpack_kernel(deb: &Path, work: &Path, version: &str) -> Result<PathBuf, String> {
-    let root = work.join("kernel").join(version);
-    let done = root.join(".done");
-    if done.is_file() {
-        return Ok(root);
-    }
-    merged_usr_tree(&root)?;
-    unpack(deb, &root)?;
-    run(Command::new("depmod").arg("-b").arg(&root).arg(version))?;
-    fs::write(&done, "").map_err(|e| format!("writing {}: {e}", done.display()))?;
-    Ok(root)
 }
 
 fn assemble_rootfs(
@@ -359,54 +302,6 @@ fn install_modules(root: &Path, kernel_root: &Path, version: &str) -> Result<(),
     run(Command::new("depmod").arg("-b").arg(root).arg(version))
 }
 
-/// A module's name as modprobe matches it: file stem without `.ko*`, `-` as `_`.
-fn module_name(path: &str) -> String {
-    let file = path.rsplit('/').next().unwrap_or(path);
-    let stem = file.split(".ko").next().unwrap_or(file);
-    stem.replace('-', "_")
-}
-
-/// The `modules.dep` paths of `wanted` and everything they depend on, in a stable order.
-/// Modules built into the kernel (listed in `modules.builtin`) need no file.
-fn module_closure(deps: &str, builtin: &str, wanted: &[&str]) -> Result<BTreeSet<String>, String> {
-    let table: HashMap<String, (&str, Vec<&str>)> = deps
-        .lines()
-        .filter_map(|line| {
-            let (path, needs) = line.split_once(':')?;
-            Some((
-                module_name(path),
-                (path, needs.split_whitespace().collect()),
-            ))
-        })
-        .collect();
-    let builtin: BTreeSet<String> = builtin.lines().map(module_name).collect();
-    let mut todo: Vec<&str> = Vec::new();
-    for name in wanted {
-        let name = module_name(name);
-        match table.get(&name) {
-            Some((path, _)) => todo.push(path),
-            None if builtin.contains(&name) => {}
-            None => {
-                return Err(format!(
-                    "kernel module {name} is neither a module nor built in"
-                ));
-            }
-        }
-    }
-    let by_path: HashMap<&str, &Vec<&str>> =
-        table.values().map(|(path, needs)| (*path, needs)).collect();
-    let mut closure = BTreeSet::new();
-    while let Some(path) = todo.pop() {
-        if closure.insert(path.to_owned()) {
-            let needs = by_path
-                .get(path)
-                .ok_or_else(|| format!("modules.dep names {path} but has no line for it"))?;
-            todo.extend(needs.iter().copied());
-        }
-    }
-    Ok(closure)
-}
-
 /// Links every busybox applet that no Debian package provides into /usr/local/bin.
 fn busybox_applets(root: &Path) -> Result<(), String> {
     let busybox = root.join("usr/bin/busybox");
@@ -457,63 +352,9 @@ fn set_mode(path: &Path, mode: u32) -> Result<(), String> {
         .map_err(|e| format!("chmod {}: {e}", path.display()))
 }
 
-/// Runs a build step, failing with its stderr.
-pub fn run(cmd: &mut Command) -> Result<(), String> {
-    let out = cmd
-        .output()
-        .map_err(|e| format!("running {:?}: {e}", cmd.get_program()))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{:?} failed ({}): {}",
-            cmd.get_program(),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim_end()
-        ))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const DEPS: &str = "\
-kernel/drivers/xen/xen-netback/xen-netback.ko:
-kernel/net/bridge/bridge.ko: kernel/net/802/stp.ko kernel/net/llc/llc.ko
-kernel/net/802/stp.ko: kernel/net/llc/llc.ko
-kernel/net/llc/llc.ko:
-kernel/drivers/block/loop.ko.xz:
-kernel/drivers/unrelated.ko:
-";
-    const BUILTIN: &str = "kernel/drivers/xen/xen-evtchn.ko\n";
-
-    #[test]
-    fn module_closure_follows_dependencies_and_skips_builtins() {
-        let closure = module_closure(
-            DEPS,
-            BUILTIN,
-            &["xen-netback", "bridge", "loop", "xen_evtchn"],
-        )
-        .unwrap();
-        let expected = [
-            "kernel/drivers/block/loop.ko.xz",
-            "kernel/drivers/xen/xen-netback/xen-netback.ko",
-            "kernel/net/802/stp.ko",
-            "kernel/net/bridge/bridge.ko",
-            "kernel/net/llc/llc.ko",
-        ];
-        assert_eq!(
-            closure.iter().map(String::as_str).collect::<Vec<_>>(),
-            expected
-        );
-    }
-
-    #[test]
-    fn module_closure_rejects_unknown_modules() {
-        let err = module_closure(DEPS, BUILTIN, &["xen-netfront"]).unwrap_err();
-        assert!(err.contains("xen_netfront"), "{err}");
-    }
 
     #[test]
     fn skips_interpreters_and_packaging_tools_only() {

@@ -3,8 +3,8 @@
 //!
 //! Mocks prove the drivers; only a real hypervisor and real backends prove the boot path, the
 //! console ring, xenstore and the PV devices as Xen ships them. Everything comes from Debian
-//! packages through the host's apt ([`apt`], [`dom0`]) and is cached under `target/xen/`, so a
-//! fresh clone needs nothing else. Two ways in:
+//! packages through the host's apt ([`crate::debian`], [`dom0`]) and is cached under
+//! `target/xen/`, so a fresh clone needs nothing else. Two ways in:
 //!
 //! * `xen` ([`run`]): QEMU boots Xen, Xen boots the Linux dom0, dom0's /init starts the
 //!   toolstack and runs a per-boot script that creates the guests with `xl` one after the
@@ -20,12 +20,9 @@
 //! QEMU 10 from bookworm-backports; Linux as a PVH guest fails under QEMU's nested SVM (CR2
 //! reads 0), so the Linux test guest is proven as PV only.
 
-mod apt;
 mod bench;
 mod cases;
-mod cpio;
 mod dom0;
-mod pattern;
 mod run;
 mod smoke;
 mod test_guest;
@@ -36,23 +33,10 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use crate::boot_tests::Tally;
-use crate::{Args, install};
+use crate::harness::{self, KernelChoice, Layout, exit, secs};
+use crate::pattern::Pattern;
+use crate::{Args, debian, install};
 use cases::{Case, Checks};
-use pattern::Pattern;
-
-/// Host programs the harness runs, with the Debian package of each: unpacking packages
-/// (`dpkg-deb`, `tar`), the dom0 image (`depmod`, `ldconfig`, `gzip`) and the Linux test guest's
-/// kernel payload (`xz`, `zstd`).
-pub const HOST_TOOLS: &[(&str, &str)] = &[
-    ("apt-get", "apt"),
-    ("dpkg-deb", "dpkg"),
-    ("tar", "tar"),
-    ("gzip", "gzip"),
-    ("depmod", "kmod"),
-    ("ldconfig", "libc-bin"),
-    ("xz", "xz-utils"),
-    ("zstd", "zstd"),
-];
 
 /// Xen's command line for every run. `bootscrub=0`: scrubbing 2 GiB under TCG costs seconds.
 const XEN_ARGS: &str =
@@ -77,25 +61,6 @@ pub const USAGE: &str =
       Prove the harness with Debian's Linux as the guest: a PV domU that powers off and one
       that crashes (one dom0 boot), then Linux as PV dom0 (xen-smoke).
 ";
-
-/// Where the harness keeps its packages and products.
-#[derive(Debug)]
-pub struct Layout {
-    pub root: PathBuf,
-    pub debs: PathBuf,
-    pub runs: PathBuf,
-}
-
-impl Layout {
-    fn new(target: &Path) -> Self {
-        let root = target.join("xen");
-        Self {
-            debs: root.join("debs"),
-            runs: root.join("runs"),
-            root,
-        }
-    }
-}
 
 /// How a domain ended, as Xen reports it (`SHUTDOWN_*` in xen/include/public/sched.h) or as
 /// the harness saw it.
@@ -189,36 +154,18 @@ struct Common {
 
 impl Common {
     fn parse(args: &mut Args, default_timeout: u64) -> Result<Self, String> {
-        let app = args.value("--app")?;
-        let kernel = args.value("--kernel")?;
-        let release = args.flag("--release");
+        let kernel = KernelChoice::take(args)?;
         let ramdisk = args.value("--ramdisk")?.map(PathBuf::from);
         let append = args.value("--append")?.unwrap_or_default();
         let mem_mib = args.parsed("--mem", 64)?;
         let ends = Reason::parse_expected(&args.value("--ends")?.unwrap_or("poweroff".into()))?;
-        let mut expect = Vec::new();
-        while let Some(text) = args.value("--expect")? {
-            expect.push(Pattern::parse(&text)?);
-        }
+        let expect = harness::take_expects(args)?;
         let timeout = Duration::from_secs(args.parsed("--timeout", default_timeout)?);
         let verbose = args.flag("-v") || args.flag("--verbose");
-        let kernel = match (app, kernel) {
-            (Some(app), None) => {
-                install::ensure_target()?;
-                crate::build(&app, release)?
-            }
-            (None, Some(kernel)) => PathBuf::from(kernel),
-            _ => return Err("give exactly one of --app NAME and --kernel ELF".to_owned()),
-        };
-        for path in std::iter::once(&kernel).chain(&ramdisk) {
-            if !path.is_file() {
-                return Err(format!("{} is not a file", path.display()));
-            }
-        }
         Ok(Self {
             image: Image {
-                kernel: absolute(&kernel)?,
-                ramdisk: ramdisk.as_deref().map(absolute).transpose()?,
+                kernel: kernel.path()?,
+                ramdisk: ramdisk.as_deref().map(harness::existing_file).transpose()?,
                 append,
                 mem_mib,
             },
@@ -230,12 +177,8 @@ impl Common {
     }
 }
 
-fn absolute(path: &Path) -> Result<PathBuf, String> {
-    std::path::absolute(path).map_err(|e| format!("{}: {e}", path.display()))
-}
-
 fn layout() -> Result<Layout, String> {
-    Ok(Layout::new(&crate::target_dir()?))
+    Layout::new("xen")
 }
 
 /// `cargo xtask xen`.
@@ -246,7 +189,7 @@ pub fn xen_verb(mut args: Args) -> Result<ExitCode, String> {
     let common = Common::parse(&mut args, 600)?;
     args.finish()?;
     install::ensure_qemu()?;
-    install::ensure_tools(HOST_TOOLS)?;
+    install::ensure_tools(debian::HOST_TOOLS)?;
     let layout = layout()?;
     let dom0 = dom0::build(&layout)?;
     let case = Case {
@@ -275,7 +218,7 @@ pub fn smoke_verb(mut args: Args) -> Result<ExitCode, String> {
     let common = Common::parse(&mut args, 120)?;
     args.finish()?;
     install::ensure_qemu()?;
-    install::ensure_tools(HOST_TOOLS)?;
+    install::ensure_tools(debian::HOST_TOOLS)?;
     let layout = layout()?;
     let dom0 = dom0::build(&layout)?;
     Ok(exit(smoke::run(&layout, &dom0.xen, &common)?))
@@ -285,7 +228,7 @@ pub fn smoke_verb(mut args: Args) -> Result<ExitCode, String> {
 pub fn selftest_verb(args: Args) -> Result<ExitCode, String> {
     args.finish()?;
     install::ensure_qemu()?;
-    install::ensure_tools(HOST_TOOLS)?;
+    install::ensure_tools(debian::HOST_TOOLS)?;
     let layout = layout()?;
     let dom0 = dom0::build(&layout)?;
     let linux = test_guest::build(&layout, &dom0)?;
@@ -332,7 +275,7 @@ pub fn bench_verb(mut args: Args) -> Result<ExitCode, String> {
     install::ensure_target()?;
     install::ensure_qemu()?;
     // Boot time is a release figure, as in `bench boot`.
-    let hello = absolute(&crate::build("hello", true)?)?;
+    let hello = harness::absolute(&crate::build("hello", true)?)?;
     bench::xen_boot(&layout()?, &hello, runs, mode)?;
     Ok(ExitCode::SUCCESS)
 }
@@ -346,7 +289,7 @@ pub fn test_stage(hello: &Result<PathBuf, String>) -> Tally {
     let started = Instant::now();
     let verdicts = stage_verdicts(hello).unwrap_or_else(|e| vec![("xen stage".to_owned(), Err(e))]);
     let tally = tally(verdicts);
-    println!("xtask: xen stage took {}", run::secs(started.elapsed(), 1));
+    println!("xtask: xen stage took {}", secs(started.elapsed(), 1));
     tally
 }
 
@@ -354,7 +297,7 @@ fn stage_verdicts(hello: &Result<PathBuf, String>) -> Result<Vec<Verdict>, Strin
     let hello = hello
         .as_ref()
         .map_err(|e| format!("hello did not build: {e}"))?;
-    let hello = absolute(hello)?;
+    let hello = harness::absolute(hello)?;
     let layout = layout()?;
     let dom0 = dom0::build(&layout)?;
     let smoke = Common {
@@ -385,17 +328,14 @@ fn stage_verdicts(hello: &Result<PathBuf, String>) -> Result<Vec<Verdict>, Strin
 fn timed(name: &str, passed: impl FnOnce() -> Result<bool, String>) -> Verdict {
     let started = Instant::now();
     let passed = passed();
-    (
-        format!("{name} ({})", run::secs(started.elapsed(), 1)),
-        passed,
-    )
+    (format!("{name} ({})", secs(started.elapsed(), 1)), passed)
 }
 
 /// Prints each verdict and counts them.
 fn tally(verdicts: Vec<Verdict>) -> Tally {
     let mut tally = Tally::default();
     for (name, passed) in verdicts {
-        count(&mut tally, &name, passed);
+        tally.record(&name, passed);
     }
     tally
 }
@@ -405,48 +345,6 @@ fn verb_exit(verdicts: Vec<Verdict>) -> ExitCode {
     let tally = tally(verdicts);
     println!("{} passed, {} failed", tally.passed, tally.failed);
     exit(tally.failed == 0)
-}
-
-fn count(tally: &mut Tally, name: &str, passed: Result<bool, String>) {
-    match passed {
-        Ok(true) => {
-            tally.passed += 1;
-            println!("PASS  {name}");
-        }
-        Ok(false) => {
-            tally.failed += 1;
-            println!("FAIL  {name}");
-        }
-        Err(e) => {
-            tally.failed += 1;
-            println!("FAIL  {name}: {e}");
-        }
-    }
-}
-
-fn exit(passed: bool) -> ExitCode {
-    if passed {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
-}
-
-/// A fresh directory for one run's files, named by kind and start time.
-fn run_dir(layout: &Layout, kind: &str) -> Result<PathBuf, String> {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| since.as_secs());
-    let dir = layout
-        .runs
-        .join(format!("{kind}-{secs}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-    Ok(dir)
-}
-
-/// Seconds since QEMU started, as every streamed line is prefixed.
-fn stamp(at: Duration) -> String {
-    format!("[{:8.3}]", at.as_secs_f64())
 }
 
 /// Xen's panic banner. Xen then reboots five seconds later, which `-no-reboot` turns into QEMU
@@ -511,11 +409,5 @@ mod tests {
     fn recognises_only_xens_panic_banner() {
         assert!(xen_panicked("(XEN) Panic on CPU 0:"));
         assert!(!xen_panicked("[    1.0] Kernel panic - not syncing: sysrq"));
-    }
-
-    #[test]
-    fn stamps_are_fixed_width_seconds() {
-        assert_eq!(stamp(Duration::from_millis(1500)), "[   1.500]");
-        assert_eq!(stamp(Duration::from_secs(123)), "[ 123.000]");
     }
 }

@@ -16,9 +16,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use super::dom0::Dom0;
-use super::{
-    Image, Layout, Mode, Reason, XEN_ARGS, check_module_path, cpio, run_dir, stamp, xen_panicked,
-};
+use super::{Image, Layout, Mode, Reason, XEN_ARGS, check_module_path, xen_panicked};
+use crate::debian::cpio;
+use crate::harness::{run_dir, secs, stamp};
 use crate::qemu::{self, Flow, QEMU};
 
 const RUN_SCRIPT: &str = include_str!("../../xen/run-guest.sh");
@@ -409,7 +409,7 @@ pub fn run(
     verbose: bool,
 ) -> Result<Session, String> {
     let wait = wait.max(MIN_WAIT);
-    let dir = run_dir(layout, "xen")?;
+    let dir = run_dir(&layout.runs, "xen")?;
     let mut files = Files::default();
     let configs = render_configs(guests, &mut files);
     for (name, cfg) in &configs {
@@ -492,11 +492,6 @@ pub fn run(
         domains: tracker.finish(&fallback),
         elapsed: run.elapsed,
     })
-}
-
-/// `1.23 s`, with `decimals` places.
-pub fn secs(duration: Duration, decimals: usize) -> String {
-    format!("{:.decimals$} s", duration.as_secs_f64())
 }
 
 #[cfg(test)]
@@ -752,11 +747,5 @@ pub mod tests {
             format!("/t/vmlinuz {DOM0_ARGS},/t/run/initrd")
         );
         assert!(command(&dom0, Path::new("/t/a,b")).is_err());
-    }
-
-    #[test]
-    fn formats_seconds() {
-        assert_eq!(secs(Duration::from_millis(1234), 2), "1.23 s");
-        assert_eq!(secs(Duration::from_millis(1260), 1), "1.3 s");
     }
 }

@@ -13,7 +13,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use super::{Common, Layout, Reason, XEN_ARGS, check_module_path, run_dir, stamp, xen_panicked};
+use super::{Common, Layout, Reason, XEN_ARGS, check_module_path, xen_panicked};
+use crate::harness::{run_dir, stamp};
 use crate::qemu::{self, Flow, QEMU};
 
 /// How Xen's serial line says dom0 ended, or `None` for any other line.
@@ -65,7 +66,7 @@ fn command(xen: &Path, common: &Common) -> Result<Command, String> {
 /// Boots the kernel as dom0; `Ok(true)` if it ended as `--ends` wants and every `--expect`
 /// matched a serial line.
 pub fn run(layout: &Layout, xen: &Path, common: &Common) -> Result<bool, String> {
-    let dir = run_dir(layout, "smoke")?;
+    let dir = run_dir(&layout.runs, "smoke")?;
     let log_path = dir.join("serial.log");
     let mut log = BufWriter::new(
         fs::File::create(&log_path).map_err(|e| format!("creating {}: {e}", log_path.display()))?,

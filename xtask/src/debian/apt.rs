@@ -1,4 +1,4 @@
-//! Debian packages for the Xen harness, fetched with the host's apt without changing the host.
+//! Debian packages for the harnesses, fetched with the host's apt without changing the host.
 //!
 //! apt resolves the dependency closure against an empty dpkg status file (as if nothing were
 //! installed), so the closure is complete whatever the host has; `apt-get download` then
@@ -11,7 +11,7 @@ use std::process::Command;
 
 use crate::install;
 
-/// The kernel flavour dom0 (and the Linux test guest) run.
+/// The kernel flavour Xen's dom0 (and the Linux test guest) and the Hyper-V harness's L1 run.
 const KERNEL_PREFIX: &str = "linux-image-6.1.0-";
 const KERNEL_SUFFIX: &str = "-amd64";
 
@@ -61,9 +61,9 @@ fn apt_get(state_dir: &Path) -> Result<Command, String> {
 /// Makes sure apt has package lists (a fresh container has none).
 pub fn ensure_lists() -> Result<(), String> {
     let probe = Command::new("apt-cache")
-        .args(["show", "xen-utils-common"])
+        .args(["show", "busybox-static"])
         .output()
-        .map_err(|e| format!("running apt-cache (the Xen harness needs apt): {e}"))?;
+        .map_err(|e| format!("running apt-cache (the harnesses need apt): {e}"))?;
     if probe.status.success() {
         return Ok(());
     }
