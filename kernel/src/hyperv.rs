@@ -24,6 +24,46 @@ unsafe extern "C" {
     static hypercall_page: [u8; 4096];
 }
 
+/// Hypercall call codes and the status this kernel reports itself (TLFS "Hypercall
+/// Interface").
+pub(crate) struct HvCallCode;
+
+impl HvCallCode {
+    pub(crate) const POST_MESSAGE: u16 = 0x005c;
+    pub(crate) const SIGNAL_EVENT: u16 = 0x005d;
+    /// `HV_STATUS_INVALID_PARAMETER`, for requests refused before the hypercall.
+    pub(crate) const INVALID_PARAMETER: u16 = 0x0005;
+}
+
+/// The "fast" bit of the hypercall input value: the input is in registers, not a page.
+const FAST: u64 = 1 << 16;
+
+/// Calls hypercall `code` through the hypercall page: with `fast`, `input` is the first
+/// register argument; otherwise it is the guest physical address of the input page. No
+/// output page. Returns the status (0 on success).
+pub(crate) fn hypercall(code: u16, input: u64, fast: bool) -> u16 {
+    let control = u64::from(code) | if fast { FAST } else { 0 };
+    let page = (&raw const hypercall_page) as u64;
+    let status: u64;
+    // SAFETY: `identify` enabled the hypercall page before any caller runs (VMBus starts after
+    // it). The page's code follows the Microsoft x64 convention: control in RCX, input in RDX,
+    // output in R8, status in RAX, the other volatile registers clobbered (`win64`). The two
+    // codes callers use read at most a 256-byte input page the caller filled and write no
+    // memory.
+    unsafe {
+        core::arch::asm!(
+            "call {page}",
+            page = in(reg) page,
+            inlateout("rcx") control => _,
+            inlateout("rdx") input => _,
+            inlateout("r8") 0u64 => _,
+            lateout("rax") status,
+            clobber_abi("win64"),
+        );
+    }
+    status as u16
+}
+
 /// Nanoseconds per partition-reference-time unit.
 const NANOS_PER_UNIT: u64 = 100;
 
@@ -49,6 +89,11 @@ pub(crate) fn detect() -> Option<HyperV> {
 impl HyperV {
     fn has(&self, privilege: u32) -> bool {
         self.privileges & privilege != 0
+    }
+
+    /// Whether VMBus can run: SynIC MSRs and hypercalls.
+    pub(crate) fn has_synic(&self) -> bool {
+        self.has(privilege::SYNIC) && self.has(privilege::HYPERCALL)
     }
 
     /// Tells Hyper-V who we are and enables the hypercall page: no hypercall works before.

@@ -51,6 +51,7 @@ mod shared_page;
 mod single_cpu;
 mod traps;
 mod tsc;
+mod vmbus;
 mod xen;
 
 pub mod app;

@@ -70,9 +70,7 @@ pub(crate) fn cmdline() -> &'static str {
 pub(crate) fn run() -> ! {
     let mut executor = Executor::new(Rc::new(PlatformClock));
     HANDLE.with(|handle| *handle = Some(executor.handle()));
-    if let Some(ring) = platform().xenstore_ring() {
-        crate::xen::store::start(ring, &executor.handle());
-    }
+    platform().start_services(&executor.handle());
     // SAFETY: `ringbolt_app_main` is defined by the `main!` macro with exactly this signature;
     // an app without `main!` fails to link.
     let main = unsafe { ringbolt_app_main() };

@@ -39,6 +39,11 @@ impl SharedPage {
         SharedPage { base }
     }
 
+    /// The page's (virtual) address; for an identity-mapped page also its physical one.
+    pub(crate) fn address(&self) -> PhysAddr {
+        PhysAddr::new(self.base.as_ptr() as u64)
+    }
+
     /// A pointer to `len` bytes at `offset` (aligned to `align`), if they lie inside the page.
     fn checked(&self, offset: usize, len: usize, align: usize) -> Result<*mut u8, OutOfBounds> {
         OutOfBounds::check(PAGE_SIZE, offset, len, align)?;

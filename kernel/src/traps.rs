@@ -21,7 +21,7 @@ use ringbolt_xen_abi::arch_x86::{FLAT_KERNEL_CS, TrapInfo};
 use ringbolt_xen_abi::xen::{HYPERCALL_ENTRY_SIZE, HYPERVISOR_IRET};
 
 use crate::platform::try_platform;
-use crate::{apic, xen};
+use crate::{apic, vmbus, xen};
 
 const DOUBLE_FAULT_IST_INDEX: u16 = 0;
 const IST_STACK_SIZE: usize = 16 * 1024;
@@ -119,12 +119,19 @@ fn exception_name(vector: u64) -> &'static str {
     }
 }
 
+/// Interrupts that only end the idle `hlt`: the idle loop itself then reads the clock, the
+/// pending Xen event bits or the SynIC message slot.
+const WAKE_UP_VECTORS: [u8; 3] = [
+    apic::TIMER_VECTOR,
+    apic::EVENT_UPCALL_VECTOR,
+    vmbus::VMBUS_VECTOR,
+];
+
 /// Called by the entry stubs with interrupts disabled.
 #[unsafe(no_mangle)]
 extern "C" fn ringbolt_trap(frame: &mut TrapFrame) {
     match frame.vector {
-        // Wake-ups only: the idle loop reads the clock and the pending event bits itself.
-        v if v == u64::from(apic::TIMER_VECTOR) || v == u64::from(apic::EVENT_UPCALL_VECTOR) => {
+        v if u8::try_from(v).is_ok_and(|v| WAKE_UP_VECTORS.contains(&v)) => {
             apic::end_of_interrupt()
         }
         v if v == u64::from(apic::SPURIOUS_VECTOR) => {} // no EOI for spurious interrupts
@@ -190,6 +197,7 @@ TRAP_STUB 28, 0
 TRAP_STUB 29, 1
 TRAP_STUB 30, 1
 TRAP_STUB 48, 0
+TRAP_STUB 50, 0
 TRAP_STUB 243, 0
 TRAP_STUB 255, 0
 
@@ -261,7 +269,7 @@ trap_stubs:
     .quad trap_stub_6, trap_stub_7, trap_stub_8, trap_stub_9, trap_stub_10, trap_stub_11
     .quad trap_stub_12, trap_stub_13, trap_stub_14, trap_stub_16, trap_stub_17, trap_stub_18
     .quad trap_stub_19, trap_stub_20, trap_stub_21, trap_stub_28, trap_stub_29, trap_stub_30
-    .quad trap_stub_48, trap_stub_243, trap_stub_255
+    .quad trap_stub_48, trap_stub_50, trap_stub_243, trap_stub_255
 .global xen_pv_trap_stubs
 xen_pv_trap_stubs:
     .quad xen_pv_trap_stub_0, xen_pv_trap_stub_1, xen_pv_trap_stub_2, xen_pv_trap_stub_3
@@ -270,7 +278,8 @@ xen_pv_trap_stubs:
     .quad xen_pv_trap_stub_12, xen_pv_trap_stub_13, xen_pv_trap_stub_14, xen_pv_trap_stub_16
     .quad xen_pv_trap_stub_17, xen_pv_trap_stub_18, xen_pv_trap_stub_19, xen_pv_trap_stub_20
     .quad xen_pv_trap_stub_21, xen_pv_trap_stub_28, xen_pv_trap_stub_29, xen_pv_trap_stub_30
-    .quad xen_pv_trap_stub_48, xen_pv_trap_stub_243, xen_pv_trap_stub_255
+    .quad xen_pv_trap_stub_48, xen_pv_trap_stub_50, xen_pv_trap_stub_243
+    .quad xen_pv_trap_stub_255
 .section .text
 "#,
     iret_entry = const HYPERVISOR_IRET as usize * HYPERCALL_ENTRY_SIZE,
@@ -278,7 +287,7 @@ xen_pv_trap_stubs:
 );
 
 /// The vectors `trap_stubs` covers, in table order. Must match the assembly above.
-const VECTORS: [u8; 27] = [
+const VECTORS: [u8; 28] = [
     0,
     1,
     2,
@@ -304,6 +313,7 @@ const VECTORS: [u8; 27] = [
     29,
     30,
     apic::TIMER_VECTOR,
+    vmbus::VMBUS_VECTOR,
     apic::EVENT_UPCALL_VECTOR,
     apic::SPURIOUS_VECTOR,
 ];

@@ -94,11 +94,9 @@ pub(crate) trait Platform: Sync {
     /// page tables must keep identity-mapped.
     fn shared_pages(&self) -> &[PhysAddr];
 
-    /// Xen: the xenstore ring page (identity-mapped, one of [`shared_pages`](Self::shared_pages))
-    /// and its event channel. Elsewhere: none.
-    fn xenstore_ring(&self) -> Option<crate::xen::store::StoreRing> {
-        None
-    }
+    /// Starts the platform's own tasks on the executor, before the app: the xenstore connection
+    /// on Xen, the VMBus connection on Hyper-V. Default: none.
+    fn start_services(&self, _executor: &ringbolt_executor::Handle) {}
 
     /// Bring-up that needs the kernel's page tables and frame allocator: clock calibration,
     /// timers, pages the hypervisor shares. `facts` is what the entry read from boot memory

@@ -21,7 +21,7 @@ use super::{BootFacts, ExitStatus, Platform, hvm};
 use crate::hyperv::HyperV;
 use crate::single_cpu::lock_or_take_over;
 use crate::tsc::{self, TscClock};
-use crate::{apic, cpu, memory};
+use crate::{apic, cpu, memory, vmbus};
 
 const COM1: u16 = 0x3f8;
 const DEBUG_EXIT_PORT: u16 = 0xf4;
@@ -202,6 +202,15 @@ impl Platform for PvhVmm {
 
     fn wait_for_event(&self, deadline: Option<Instant>) {
         hvm::wait_for_event(self.now(), deadline);
+        if self.hyperv.is_some() {
+            vmbus::wake_if_message();
+        }
+    }
+
+    fn start_services(&self, executor: &ringbolt_executor::Handle) {
+        if self.hyperv.as_ref().is_some_and(HyperV::has_synic) {
+            vmbus::start(executor);
+        }
     }
 
     hvm::hvm_paging_methods!();

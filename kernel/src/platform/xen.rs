@@ -217,8 +217,10 @@ macro_rules! xen_common_methods {
             self.shared.as_slice()
         }
 
-        fn xenstore_ring(&self) -> Option<$crate::xen::store::StoreRing> {
-            self.store
+        fn start_services(&self, executor: &ringbolt_executor::Handle) {
+            if let Some(ring) = self.store {
+                $crate::xen::store::start(ring, executor);
+            }
         }
     };
 }

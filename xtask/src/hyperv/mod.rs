@@ -146,9 +146,18 @@ fn report_problems(session: &Session) -> Vec<String> {
         sleep_ms: TEST_SLEEP_MS,
     };
     let mut found = report::check(&session.console, &expected);
-    found.extend(problems(session, &[]));
+    // The VMBus connection against QEMU's real VMBus server: version 4.0 and its one device.
+    let vmbus = VMBUS_EXPECT.map(|text| Pattern::parse(text).expect("valid built-in pattern"));
+    found.extend(problems(session, &vmbus));
     found
 }
+
+/// Console lines a Hyper-V boot of hello must show: the negotiated VMBus version and the
+/// balloon offer (QEMU's `hv-balloon`, the harness's one VMBus device).
+const VMBUS_EXPECT: [&str; 2] = [
+    r"vmbus: connected: version 4\.0, 1 offers in \d+ ms$",
+    r"offer relid \d+: balloon 525074dc-8985-46e2-8057-a307dc18a502 ",
+];
 
 /// Everything wrong with a run: L2's status, the console's last line, the `expect` patterns.
 fn problems(session: &Session, expect: &[Pattern]) -> Vec<String> {
