@@ -1,0 +1,1 @@
+//! `xen/include/public/io/netif.h`. Work in progress.
