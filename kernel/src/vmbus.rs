@@ -9,6 +9,7 @@
 use core::future::Future;
 use core::pin::Pin;
 use core::task::{Context, Poll, Waker};
+use core::time::Duration;
 
 use hermit_sync::{OnceCell, SpinMutex};
 use ringbolt_executor::Handle;
@@ -236,34 +237,78 @@ pub(crate) fn start(executor: &Handle) {
     drop(executor.spawn(serve(synic, config)));
 }
 
+/// The VMBus connection, shared by the serving task and the shutdown path. Never borrowed
+/// across an await.
+static CONNECTION: SingleCpu<Option<Connection>> = SingleCpu::new(None);
+
+/// Hands one host message to the connection.
+fn handle(synic: &SynIc, kind: u32, payload: &[u8]) -> Option<Event> {
+    if kind != VMBUS_MESSAGE_TYPE {
+        log::warn!("vmbus: SynIC message of type {kind:#x} ignored");
+        return None;
+    }
+    // Errors are already logged by the connection; the next message may be fine.
+    CONNECTION.with(|connection| connection.as_mut()?.handle_message(synic, payload).ok()?)
+}
+
 /// Connects and then handles host messages for as long as the VM runs.
 async fn serve(synic: &'static SynIc, config: Config) {
-    let mut connection: Connection = Connection::new(config);
     let started = platform().now();
-    if let Err(e) = connection.connect(synic) {
+    let connected = CONNECTION.with(|slot| slot.insert(Connection::new(config)).connect(synic));
+    if let Err(e) = connected {
         log::error!("vmbus: cannot start the connection: {e}");
         return;
     }
     let mut payload = [0; MAX_PAYLOAD];
     loop {
         let (kind, len) = synic.next_message(&mut payload).await;
-        if kind != VMBUS_MESSAGE_TYPE {
-            log::warn!("vmbus: SynIC message of type {kind:#x} ignored");
-            continue;
-        }
-        match connection.handle_message(synic, &payload[..len]) {
+        match handle(synic, kind, &payload[..len]) {
             // The connection logs the version and each offer as it goes.
-            Ok(Some(Event::AllOffersDelivered)) => log::info!(
-                "vmbus: connected: version {}, {} offers in {} ms",
-                connection
-                    .version()
-                    .map_or_else(|| "?".into(), |v| alloc::format!("{v}")),
-                connection.offers().count(),
-                (platform().now() - started).as_nanos() / 1_000_000
-            ),
-            Ok(Some(event)) => log::debug!("vmbus: {event:?}"),
-            // Already logged by the connection; the next message may be fine.
-            Ok(None) | Err(_) => {}
+            Some(Event::AllOffersDelivered) => CONNECTION.with(|connection| {
+                if let Some(connection) = connection {
+                    log::info!(
+                        "vmbus: connected: version {}, {} offers in {} ms",
+                        connection
+                            .version()
+                            .map_or_else(|| "?".into(), |v| alloc::format!("{v}")),
+                        connection.offers().count(),
+                        (platform().now() - started).as_nanos() / 1_000_000
+                    );
+                }
+            }),
+            Some(event) => log::debug!("vmbus: {event:?}"),
+            None => {}
         }
     }
+}
+
+/// How long shutdown waits for the host to acknowledge `UNLOAD`.
+const UNLOAD_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// Tells the host the guest is leaving VMBus (`UNLOAD`) and waits briefly for its answer, so
+/// the host releases the channels before the VM goes. For a clean shutdown only: a panic may
+/// have interrupted the connection mid-message.
+pub(crate) fn unload() {
+    let Some(synic) = SYNIC.get() else { return };
+    let sent = CONNECTION.with(|connection| connection.as_mut().map(|c| c.unload(synic)));
+    match sent {
+        Some(Ok(true)) => {}
+        Some(Ok(false)) | None => return,
+        Some(Err(e)) => {
+            log::warn!("vmbus: unload failed: {e}");
+            return;
+        }
+    }
+    let deadline = platform().now() + UNLOAD_TIMEOUT;
+    let mut payload = [0; MAX_PAYLOAD];
+    while platform().now() < deadline {
+        if let Some((kind, len)) = synic.take_message(&mut payload)
+            && handle(synic, kind, &payload[..len]) == Some(Event::Unloaded)
+        {
+            log::debug!("vmbus: unloaded");
+            return;
+        }
+        core::hint::spin_loop();
+    }
+    log::warn!("vmbus: no answer to UNLOAD");
 }

@@ -228,6 +228,11 @@ impl Platform for PvhVmm {
     }
 
     fn shutdown(&self, status: ExitStatus) -> ! {
+        if self.hyperv.is_some() && status != ExitStatus::Panic {
+            // The exit line is already out and must stay the console's last.
+            log::set_max_level(log::LevelFilter::Off);
+            vmbus::unload();
+        }
         if status == ExitStatus::Reboot {
             // SAFETY: 0xfe to the 8042 keyboard controller's command port pulses the CPU reset
             // line on every PC-compatible VMM; it touches no memory.
