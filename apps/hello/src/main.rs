@@ -5,7 +5,8 @@
 //! Arguments: `panic=1` panics (to prove the panic path), `fault=1` reads an unmapped address
 //! (to prove the exception path), `oom=1` allocates 1 MiB blocks until the heap cannot grow
 //! (to prove heap growth and the out-of-memory report), `overflow=1` recurses until the stack
-//! overflows (to prove the guard page and the double-fault stack), `exit=N` exits with status N.
+//! overflows (to prove the guard page and the double-fault stack), `exit=N` exits with status N,
+//! `wait=1` waits after its report until the VM's owner stops it (`xl shutdown`).
 #![no_std]
 #![no_main]
 #![forbid(unsafe_code)]
@@ -57,6 +58,13 @@ async fn main() -> ExitCode {
         slept.as_nanos() / 1_000_000,
         slept.as_nanos() % 1_000_000
     );
+
+    if args.flag("wait") {
+        println!("hello: waiting to be stopped");
+        loop {
+            ringbolt::time::sleep(Duration::from_secs(3600)).await;
+        }
+    }
 
     match args.parse::<u8>("exit") {
         Some(Ok(code)) => ExitCode::from(code),
