@@ -193,5 +193,12 @@ boot_stack_top:
 .global xen_pv_shared_info
 xen_pv_shared_info:
     .skip 4096
+// Xen: the virtual pages of the kernel's grant table (kernel/src/xen/grant.rs; keep the sizes
+// in step). PV maps Xen's machine frames over them; PVH has Xen put the frames at their guest
+// frames in place of the RAM.
+.p2align 12
+.global xen_grant_table
+xen_grant_table:
+    .skip 4096 * 4
 
 .section .text

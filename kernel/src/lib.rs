@@ -55,6 +55,7 @@ mod vmbus;
 mod xen;
 
 pub mod app;
+pub mod block;
 pub mod console;
 pub mod diagnostics;
 pub mod env;

@@ -12,9 +12,10 @@ use x86_64::{PhysAddr, VirtAddr};
 
 const PAGE_SIZE: usize = 4096;
 
-/// One identity-mapped 4 KiB page shared with the hypervisor.
+/// A 4 KiB page shared with the hypervisor (or a run of them, mapped consecutively).
 pub(crate) struct SharedPage {
     base: NonNull<u8>,
+    len: usize,
 }
 
 // SAFETY: `SharedPage` is an address; all accesses are volatile and the kernel runs one CPU.
@@ -28,15 +29,27 @@ impl SharedPage {
     pub(crate) fn identity(phys: PhysAddr) -> Self {
         let base = NonNull::new(phys.align_down(PAGE_SIZE as u64).as_u64() as *mut u8)
             .expect("shared page at address 0");
-        SharedPage { base }
+        SharedPage {
+            base,
+            len: PAGE_SIZE,
+        }
     }
 
     /// The page mapped at `virt` (a mapping of a frame that is not identity-mapped, such as Xen
     /// PV's `shared_info`), which stays mapped writable for as long as the kernel runs.
     pub(crate) fn mapped_at(virt: VirtAddr) -> Self {
+        Self::mapped_pages(virt, 1)
+    }
+
+    /// The `pages` pages mapped consecutively from `virt` (Xen's grant-table frames), which
+    /// stay mapped writable for as long as the kernel runs.
+    pub(crate) fn mapped_pages(virt: VirtAddr, pages: usize) -> Self {
         let base = NonNull::new(virt.align_down(PAGE_SIZE as u64).as_mut_ptr::<u8>())
             .expect("shared page at address 0");
-        SharedPage { base }
+        SharedPage {
+            base,
+            len: pages * PAGE_SIZE,
+        }
     }
 
     /// The page's (virtual) address; for an identity-mapped page also its physical one.
@@ -44,10 +57,10 @@ impl SharedPage {
         PhysAddr::new(self.base.as_ptr() as u64)
     }
 
-    /// A pointer to `len` bytes at `offset` (aligned to `align`), if they lie inside the page.
+    /// A pointer to `len` bytes at `offset` (aligned to `align`), if they lie inside the pages.
     fn checked(&self, offset: usize, len: usize, align: usize) -> Result<*mut u8, OutOfBounds> {
-        OutOfBounds::check(PAGE_SIZE, offset, len, align)?;
-        // SAFETY: `check` proved offset + len <= PAGE_SIZE, so the result stays in the page.
+        OutOfBounds::check(self.len, offset, len, align)?;
+        // SAFETY: `check` proved offset + len <= self.len, so the result stays in the pages.
         Ok(unsafe { self.base.as_ptr().add(offset) })
     }
 }
@@ -76,7 +89,7 @@ macro_rules! volatile_access {
 
 impl SharedMemory for SharedPage {
     fn len(&self) -> usize {
-        PAGE_SIZE
+        self.len
     }
 
     volatile_access!(read_u8, write_u8, u8);

@@ -41,7 +41,8 @@ usage: cargo xtask <verb> [options]
   test [host] [lint] [boot] [xen] [hyperv]
       Host unit tests, fmt and clippy, boot tests on QEMU, then the harnesses; all stages
       unless some are named. xen: hello on real Xen (see below) as PV dom0, then in one dom0
-      boot its report and its panic as a PVH and as a PV domU. hyperv: hello's report
+      boot its report and its panic, and blk-check's disk round trip (its hash of the disk
+      against dom0's), as a PVH and as a PV domU. hyperv: hello's report
       (platform hyperv, command line, sleep, exit status 0) as a Hyper-V guest (see below).
   bench boot [--runs N] [--machine pc|microvm] [--kvm]
       Boot time of hello against the floor image (release build, default 5 runs).
@@ -160,6 +161,8 @@ const STEPS: &[Step] = &[
             "ringbolt-kernel",
             "-p",
             "hello",
+            "-p",
+            "blk-check",
             "--target",
             TARGET,
             "--",
@@ -214,7 +217,10 @@ fn test_verb(mut args: Args) -> Result<ExitCode, String> {
         install::ensure_qemu()?;
         install::ensure_tools(debian::HOST_TOOLS)?;
         println!("xtask: Xen tests (QEMU TCG, Xen 4.17, Linux dom0)");
-        tally.add(xen::test_stage(&build("hello", false)));
+        tally.add(xen::test_stage(
+            &build("hello", false),
+            &build("blk-check", false),
+        ));
     }
     if selected("hyperv") {
         install::ensure_qemu_device("hv-balloon")?;

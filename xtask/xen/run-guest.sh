@@ -1,15 +1,17 @@
 #!/bin/bash
 # /harness/run.sh: the guest runs inside the harness dom0, appended by xtask for this boot.
 #
-# /harness/params sets NAMES (domain names, in order), WAIT_SECS (how long each may run) and
-# DISK_IMG (empty: no disk). For each name, one after the other: creates the domain from
-# /harness/<name>.cfg (rendered by xtask), streams its console, waits for it to end (or the
-# deadline), dumps a crashed or hung domain's vCPUs with xenctx, removes it, and reports.
+# /harness/params sets NAMES (domain names, in order), WAIT_SECS (how long each may run),
+# DISK_IMG (empty: no disk) and DISK_MIB (its size). For each name, one after the other: creates
+# the domain from /harness/<name>.cfg (rendered by xtask), streams its console, waits for it to
+# end (or the deadline), dumps a crashed or hung domain's vCPUs with xenctx, removes it, hashes
+# the disk image if the domain had it, and reports.
 # Lines read by xtask (src/xen/run.rs; keep them in step), n being the domain's place in
 # NAMES from 1, and *_us dom0's clock in microseconds since the epoch:
 #   HARNESS-CREATE-BEGIN n=N at_us=T           just before `xl create`
 #   HARNESS-CREATE-DONE n=N at_us=T            `xl create` returned: the domain runs
 #   guest| <console line>
+#   HARNESS-DISK-SHA256 n=N sha256=H          the disk image's hash once the domain is gone
 #   HARNESS-END n=N reason=R code=C first_us=T end_us=T
 #                                              first console line seen, shutdown reported
 # Stamps come from bash's $EPOCHREALTIME, which costs no fork (a fork is milliseconds under
@@ -20,7 +22,7 @@ XL=$XENBIN/xl
 
 if [ -n "$DISK_IMG" ]; then
     mkdir -p "$(dirname "$DISK_IMG")"
-    truncate -s 64M "$DISK_IMG"
+    truncate -s "${DISK_MIB}M" "$DISK_IMG"
 fi
 
 # Copies the console log to stdout as "guest| " lines until $KEEPER ends (tail then reads
@@ -115,6 +117,10 @@ for NAME in $NAMES; do
     kill "$KEEPER"
     wait "$STREAM"
     exec 3<&-
+    if grep -q '^disk' "/harness/$NAME.cfg"; then
+        sum=$(sha256sum "$DISK_IMG")
+        echo "HARNESS-DISK-SHA256 n=$n sha256=${sum%% *}"
+    fi
     first_us=
     [ -f "$FIRST" ] && read -r first_us <"$FIRST"
     echo "HARNESS-END n=$n reason=$reason code=${code:-none} first_us=$first_us end_us=$end_us"

@@ -98,6 +98,24 @@ pub(crate) trait Platform: Sync {
     /// on Xen, the VMBus connection on Hyper-V. Default: none.
     fn start_services(&self, _executor: &ringbolt_executor::Handle) {}
 
+    /// Xen: the frame number a backend is granted for our frame at `frame` (PV: its machine
+    /// frame, through the P2M). Default: the guest frame itself, as Xen PVH translates it.
+    fn grant_frame(&self, frame: PhysAddr) -> u64 {
+        frame.as_u64() >> 12
+    }
+
+    /// Xen: sets our grant table up with `frames` frames and maps them, writable, over the
+    /// identity-mapped pages from `at`, which are reserved for them (PV: `GNTTABOP_setup_table`,
+    /// then each machine frame over its page; PVH: `XENMAPSPACE_grant_table` at the pages'
+    /// guest frames). Default: there is no grant table.
+    fn map_grant_table(
+        &self,
+        _at: PhysAddr,
+        _frames: usize,
+    ) -> Result<(), crate::xen::grant::SetupError> {
+        Err(crate::xen::grant::SetupError::Unsupported)
+    }
+
     /// Bring-up that needs the kernel's page tables and frame allocator: clock calibration,
     /// timers, pages the hypervisor shares. `facts` is what the entry read from boot memory
     /// before the boot page tables went away.

@@ -21,6 +21,7 @@ use ringbolt_mm::PageSize;
 use ringbolt_shmem::SharedMemory;
 use ringbolt_time::Instant;
 use ringbolt_xen_abi::arch_x86::arch_vcpu_info;
+use ringbolt_xen_abi::grant_table::GNTST_OKAY;
 use ringbolt_xen_abi::xen::{
     MMU_NORMAL_PT_UPDATE, MMUEXT_TLB_FLUSH_LOCAL, MmuUpdate, MmuextOp, UVMF_INVLPG, VIRQ_TIMER,
     vcpu_info,
@@ -33,7 +34,7 @@ use super::xen::{SharedPages, XenClock, XenConsole};
 use super::{BootFacts, BootPageTables, ExitStatus, Platform, hvm};
 use crate::shared_page::SharedPage;
 use crate::xen::store::StoreRing;
-use crate::xen::{self, events};
+use crate::xen::{self, events, grant};
 
 /// Bits 12..52 of a page-table entry: the frame.
 const FRAME_MASK: u64 = 0x000f_ffff_ffff_f000;
@@ -226,6 +227,23 @@ pub(crate) fn init(tsc_at_entry: u64, info: &XenPvInfo) -> &'static XenPv {
     })
 }
 
+/// Maps machine frame `mfn` (one Xen shares with us) writable, not executable, at `va`.
+///
+/// # Safety
+/// The page at `va` must be reserved for this mapping: whatever it mapped before is no longer
+/// reachable there.
+unsafe fn map_machine_frame(va: u64, mfn: u64) -> Result<i64, xen::XenError> {
+    let entry = PageTableFlags::PRESENT | PageTableFlags::WRITABLE | PageTableFlags::NO_EXECUTE;
+    // SAFETY: the caller gave up the page at `va`; Xen checks that we may map `mfn`.
+    unsafe {
+        xen::update_va_mapping(
+            va,
+            (mfn << PAGE_SHIFT) & FRAME_MASK | entry.bits(),
+            UVMF_INVLPG,
+        )
+    }
+}
+
 /// Xen's console: a dom0 may write it; Debian's Xen refuses a domU (then nothing shows).
 fn console_io_write(bytes: &[u8]) {
     let _ = xen::console_io_write(bytes);
@@ -393,16 +411,9 @@ impl Platform for XenPv {
         );
         // Only the address is taken: the page is never accessed as Rust data.
         let va = &raw const xen_pv_shared_info as u64;
-        let entry = PageTableFlags::PRESENT | PageTableFlags::WRITABLE | PageTableFlags::NO_EXECUTE;
         // SAFETY: the .bss page exists only to be replaced by this mapping; nothing else
         // refers to it.
-        let mapped = unsafe {
-            xen::update_va_mapping(
-                va,
-                (self.shared_info_maddr & FRAME_MASK) | entry.bits(),
-                UVMF_INVLPG,
-            )
-        };
+        let mapped = unsafe { map_machine_frame(va, self.shared_info_maddr >> PAGE_SHIFT) };
         if let Err(e) = mapped {
             panic!("xen-pv: cannot map shared_info: {e:?}");
         }
@@ -419,6 +430,26 @@ impl Platform for XenPv {
             Ok(port) => log::debug!("xen-pv: VIRQ_TIMER on port {port}"),
             Err(e) => panic!("xen-pv: cannot bind VIRQ_TIMER: {e:?}"),
         }
+    }
+
+    fn grant_frame(&self, frame: PhysAddr) -> u64 {
+        self.pfn_to_mfn(frame.as_u64() >> PAGE_SHIFT)
+    }
+
+    fn map_grant_table(&self, at: PhysAddr, frames: usize) -> Result<(), grant::SetupError> {
+        let mut mfns = alloc::vec![0; frames];
+        match xen::gnttab_setup_table(&mut mfns) {
+            Ok(GNTST_OKAY) => {}
+            Ok(status) => return Err(grant::SetupError::Status("setup_table", status)),
+            Err(e) => return Err(grant::SetupError::Hypercall("setup_table", e)),
+        }
+        for (page, mfn) in (at.as_u64()..).step_by(1 << PAGE_SHIFT).zip(mfns) {
+            // SAFETY: the caller reserved the pages from `at` for the grant table; nothing else
+            // uses them.
+            unsafe { map_machine_frame(page, mfn) }
+                .map_err(|e| grant::SetupError::Hypercall("update_va_mapping", e))?;
+        }
+        Ok(())
     }
 
     fn shutdown(&self, status: ExitStatus) -> ! {

@@ -19,7 +19,7 @@ use super::xen::{SharedPages, XenClock, XenConsole};
 use super::{BootFacts, ExitStatus, Platform, hvm};
 use crate::shared_page::SharedPage;
 use crate::xen::store::StoreRing;
-use crate::xen::{self, Xen, events};
+use crate::xen::{self, Xen, events, grant};
 use crate::{apic, cpu, memory};
 
 pub(crate) struct XenPvh {
@@ -91,6 +91,14 @@ impl Platform for XenPvh {
         if let Err(e) = xen::set_evtchn_upcall_vector(apic::EVENT_UPCALL_VECTOR) {
             log::warn!("xen: no event upcall vector ({e:?}): events wait for the next timer");
         }
+    }
+
+    fn map_grant_table(&self, at: PhysAddr, frames: usize) -> Result<(), grant::SetupError> {
+        for (index, gpfn) in (at.as_u64() >> 12..).take(frames).enumerate() {
+            xen::map_grant_frame(index as u64, gpfn)
+                .map_err(|e| grant::SetupError::Hypercall("add_to_physmap", e))?;
+        }
+        Ok(())
     }
 
     fn shutdown(&self, status: ExitStatus) -> ! {

@@ -65,3 +65,30 @@ impl Future for Fired {
         }
     }
 }
+
+/// Our end of an event channel, which signals the other end (`EVTCHNOP_send`): how the store
+/// client and the device rings tell their backend to look.
+#[derive(Debug)]
+pub(crate) struct Notifier {
+    pub(crate) port: u32,
+}
+
+impl Notifier {
+    fn send(&self) {
+        if let Err(e) = super::evtchn_send(self.port) {
+            log::error!("xen: cannot notify port {}: {e:?}", self.port);
+        }
+    }
+}
+
+impl ringbolt_xen_xenstore::Notify for Notifier {
+    fn notify(&self) {
+        self.send();
+    }
+}
+
+impl ringbolt_xen_ring::Notify for Notifier {
+    fn notify(&self) {
+        self.send();
+    }
+}

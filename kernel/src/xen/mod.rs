@@ -5,16 +5,21 @@
 //! by pointer live on our stack, whose virtual address Xen translates through our page tables
 //! (PVH) or its own (PV).
 
+use ringbolt_xen_abi::DomId;
 use ringbolt_xen_abi::arch_x86::{TrapInfo, XEN_CPUID_SIGNATURE};
 use ringbolt_xen_abi::event_channel::{
-    EVTCHNOP_BIND_VIRQ, EVTCHNOP_SEND, EvtchnBindVirq, EvtchnSend,
+    EVTCHNOP_ALLOC_UNBOUND, EVTCHNOP_BIND_VIRQ, EVTCHNOP_SEND, EvtchnAllocUnbound, EvtchnBindVirq,
+    EvtchnSend,
+};
+use ringbolt_xen_abi::grant_table::{
+    GNTTABOP_QUERY_SIZE, GNTTABOP_SETUP_TABLE, GnttabQuerySize, GnttabSetupTable,
 };
 use ringbolt_xen_abi::hvm::hvm_op::{
     HVMOP_GET_PARAM, HVMOP_SET_EVTCHN_UPCALL_VECTOR, XenHvmEvtchnUpcallVector, XenHvmParam,
 };
 use ringbolt_xen_abi::memory::{
-    XENMAPSPACE_SHARED_INFO, XENMEM_ADD_TO_PHYSMAP, XENMEM_MACHPHYS_MAPPING, XenAddToPhysmap,
-    XenMachphysMapping,
+    XENMAPSPACE_GRANT_TABLE, XENMAPSPACE_SHARED_INFO, XENMEM_ADD_TO_PHYSMAP,
+    XENMEM_MACHPHYS_MAPPING, XenAddToPhysmap, XenMachphysMapping,
 };
 use ringbolt_xen_abi::sched::{SCHEDOP_BLOCK, SCHEDOP_SHUTDOWN, SchedShutdown};
 use ringbolt_xen_abi::vcpu::{
@@ -23,15 +28,18 @@ use ringbolt_xen_abi::vcpu::{
 };
 use ringbolt_xen_abi::xen::{
     CONSOLEIO_WRITE, DOMID_SELF, HYPERVISOR_CONSOLE_IO, HYPERVISOR_EVENT_CHANNEL_OP,
-    HYPERVISOR_HVM_OP, HYPERVISOR_MEMORY_OP, HYPERVISOR_MMU_UPDATE, HYPERVISOR_MMUEXT_OP,
-    HYPERVISOR_SCHED_OP, HYPERVISOR_SET_CALLBACKS, HYPERVISOR_SET_TRAP_TABLE,
+    HYPERVISOR_GRANT_TABLE_OP, HYPERVISOR_HVM_OP, HYPERVISOR_MEMORY_OP, HYPERVISOR_MMU_UPDATE,
+    HYPERVISOR_MMUEXT_OP, HYPERVISOR_SCHED_OP, HYPERVISOR_SET_CALLBACKS, HYPERVISOR_SET_TRAP_TABLE,
     HYPERVISOR_UPDATE_VA_MAPPING, HYPERVISOR_VCPU_OP, MmuUpdate, MmuextOp,
 };
 
 use crate::cpu;
 
+pub(crate) mod blk;
 pub(crate) mod events;
+pub(crate) mod grant;
 pub(crate) mod store;
+pub(crate) mod xenbus;
 
 /// CPUID leaves where a hypervisor may publish its signature: 0x40000000 and, when Xen also
 /// offers Viridian (Hyper-V) enlightenments, every 0x100 above.
@@ -187,15 +195,25 @@ pub(crate) fn set_evtchn_upcall_vector(vector: u8) -> Result<i64, XenError> {
 /// `XENMEM_add_to_physmap` of `shared_info` at guest frame `gpfn` (HVM/PVH). The frame's old
 /// contents are gone: Xen puts the shared page there.
 pub(crate) fn map_shared_info(gpfn: u64) -> Result<(), XenError> {
+    add_to_physmap(XENMAPSPACE_SHARED_INFO, 0, gpfn)
+}
+
+/// `XENMEM_add_to_physmap` of our grant table's frame `index` at guest frame `gpfn`
+/// (HVM/PVH), growing the table to it if needed. The frame's old contents are gone.
+pub(crate) fn map_grant_frame(index: u64, gpfn: u64) -> Result<(), XenError> {
+    add_to_physmap(XENMAPSPACE_GRANT_TABLE, index, gpfn)
+}
+
+fn add_to_physmap(space: u32, idx: u64, gpfn: u64) -> Result<(), XenError> {
     let request = XenAddToPhysmap {
         domid: DOMID_SELF,
         size: 0,
-        space: XENMAPSPACE_SHARED_INFO,
-        idx: 0,
+        space,
+        idx,
         gpfn,
     };
     // SAFETY: XENMEM_add_to_physmap takes a pointer to a xen_add_to_physmap. The target frame
-    // is one the caller took from the frame allocator for this purpose.
+    // is one the caller reserved for this purpose (the public wrappers' callers).
     check(unsafe {
         hypercall(
             HYPERVISOR_MEMORY_OP,
@@ -210,6 +228,75 @@ pub(crate) fn map_shared_info(gpfn: u64) -> Result<(), XenError> {
 pub(crate) fn sched_block() -> Result<i64, XenError> {
     // SAFETY: SCHEDOP_block takes no argument.
     check(unsafe { hypercall(HYPERVISOR_SCHED_OP, [SCHEDOP_BLOCK.into(), 0, 0, 0, 0]) })
+}
+
+/// `EVTCHNOP_alloc_unbound`: a new local port that domain `remote` may bind to.
+pub(crate) fn evtchn_alloc_unbound(remote: DomId) -> Result<u32, XenError> {
+    let mut alloc = EvtchnAllocUnbound {
+        dom: DOMID_SELF,
+        remote_dom: remote,
+        port: 0,
+    };
+    // SAFETY: EVTCHNOP_alloc_unbound takes a pointer to an evtchn_alloc_unbound, which Xen
+    // completes; `alloc` is writable and lives across the call.
+    check(unsafe {
+        hypercall(
+            HYPERVISOR_EVENT_CHANNEL_OP,
+            [
+                EVTCHNOP_ALLOC_UNBOUND.into(),
+                (&raw mut alloc) as u64,
+                0,
+                0,
+                0,
+            ],
+        )
+    })?;
+    Ok(alloc.port)
+}
+
+/// `GNTTABOP_query_size` for our own domain. Xen's verdict is in `status` (`GNTST_*`).
+pub(crate) fn gnttab_query_size() -> Result<GnttabQuerySize, XenError> {
+    let mut query = GnttabQuerySize {
+        dom: DOMID_SELF,
+        ..GnttabQuerySize::default()
+    };
+    // SAFETY: GNTTABOP_query_size takes `count` (1) gnttab_query_size structures, which Xen
+    // completes; `query` is writable and lives across the call.
+    check(unsafe {
+        hypercall(
+            HYPERVISOR_GRANT_TABLE_OP,
+            [GNTTABOP_QUERY_SIZE.into(), (&raw mut query) as u64, 1, 0, 0],
+        )
+    })?;
+    Ok(query)
+}
+
+/// `GNTTABOP_setup_table` for our own domain (PV): grows the table to `frames.len()` frames
+/// and fills `frames` with their machine frame numbers. Returns Xen's `GNTST_*` status.
+pub(crate) fn gnttab_setup_table(frames: &mut [u64]) -> Result<i16, XenError> {
+    let mut setup = GnttabSetupTable {
+        dom: DOMID_SELF,
+        // Never more than the slice holds, so Xen never writes past it.
+        nr_frames: frames.len().min(u32::MAX as usize) as u32,
+        status: 0,
+        frame_list: frames.as_mut_ptr() as u64,
+    };
+    // SAFETY: GNTTABOP_setup_table takes `count` (1) gnttab_setup_table structures; Xen writes
+    // at most `nr_frames` (<= `frames.len()`) frame numbers through `frame_list`, all inside
+    // `frames`, and completes `setup`; both are writable and live across the call.
+    check(unsafe {
+        hypercall(
+            HYPERVISOR_GRANT_TABLE_OP,
+            [
+                GNTTABOP_SETUP_TABLE.into(),
+                (&raw mut setup) as u64,
+                1,
+                0,
+                0,
+            ],
+        )
+    })?;
+    Ok(setup.status)
 }
 
 /// `EVTCHNOP_bind_virq` for vCPU 0: the new local port.

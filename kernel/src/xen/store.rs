@@ -9,6 +9,7 @@ use ringbolt_executor::Handle;
 use ringbolt_xen_xenstore::{TxId, Xenstore, XsError};
 use x86_64::PhysAddr;
 
+use super::events::Notifier;
 use crate::platform::ExitStatus;
 use crate::runtime;
 use crate::shared_page::SharedPage;
@@ -21,24 +22,12 @@ pub(crate) struct StoreRing {
     pub(crate) port: u32,
 }
 
-/// Signals the store's event channel.
-pub(crate) struct StoreNotify {
-    port: u32,
-}
+pub(crate) type Client = Xenstore<SharedPage, Notifier>;
 
-impl ringbolt_xen_xenstore::Notify for StoreNotify {
-    fn notify(&self) {
-        if let Err(e) = super::evtchn_send(self.port) {
-            log::error!("xenstore: cannot notify port {}: {e:?}", self.port);
-        }
-    }
-}
-
-pub(crate) type Client = Xenstore<SharedPage, StoreNotify>;
-
-/// Connects to xenstored and starts the tasks that serve the connection.
+/// Connects to xenstored, starts the tasks that serve the connection, and the device
+/// frontends, which find their devices in the store.
 pub(crate) fn start(ring: StoreRing, executor: &Handle) {
-    let notify = StoreNotify { port: ring.port };
+    let notify = Notifier { port: ring.port };
     let client = match Xenstore::new(SharedPage::identity(ring.page), notify) {
         Ok(client) => Rc::new(client),
         Err(e) => {
@@ -46,6 +35,7 @@ pub(crate) fn start(ring: StoreRing, executor: &Handle) {
             return;
         }
     };
+    super::blk::start(client.clone(), executor);
     let pump = client.clone();
     drop(executor.spawn(async move {
         loop {
@@ -108,6 +98,7 @@ async fn serve_control(client: &Client) -> Result<(), XsError> {
     }
 }
 
-fn text(bytes: alloc::vec::Vec<u8>) -> String {
+/// A node's value as text (xenstore values are bytes; ours and our backends' are ASCII).
+pub(crate) fn text(bytes: alloc::vec::Vec<u8>) -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }

@@ -213,9 +213,17 @@ mod tests {
         }
     }
 
+    /// hello's report on Hyper-V, with the VMBus lines before it.
     fn hyperv_report() -> Vec<String> {
-        with_line("platform", "platform: hyperv")
+        let vmbus = [
+            "[    0.69] INFO  ringbolt_vmbus::connection: vmbus: offer relid 1: balloon \
+             525074dc-8985-46e2-8057-a307dc18a502 instance 0ad44721-33f4-476f-a882-58173ba7562c \
+             sub-channel 0",
+            "[    0.88] INFO  vmbus: connected: version 4.0, 1 offers in 579 ms",
+        ];
+        lines(&vmbus)
             .into_iter()
+            .chain(with_line("platform", "platform: hyperv"))
             .map(|line| line.replace("measured 100.250 ms", "measured 250.5 ms"))
             .collect()
     }
@@ -269,7 +277,10 @@ mod tests {
     #[test]
     fn the_stage_wants_the_hyperv_platform_cmdline_sleep_and_exit() {
         assert!(report_problems(&session(hyperv_report(), Some(1))).is_empty());
-        let qemu = with_line("platform", "platform: qemu-pvh");
+        let qemu: Vec<String> = hyperv_report()
+            .into_iter()
+            .map(|line| line.replace("platform: hyperv", "platform: qemu-pvh"))
+            .collect();
         assert_eq!(
             report_problems(&session(qemu, Some(1))),
             [r#"platform: expected "hyperv", found "qemu-pvh", in line "platform: qemu-pvh""#]
@@ -281,7 +292,17 @@ mod tests {
         assert_eq!(report_problems(&session(slow, Some(1))).len(), 1);
         let mut bare = lines(GOOD_REPORT);
         bare.retain(|line| !line.starts_with("cmdline"));
-        assert_eq!(report_problems(&session(bare, Some(1))).len(), 2);
+        // No cmdline, wrong platform, and neither VMBus line.
+        assert_eq!(report_problems(&session(bare, Some(1))).len(), 4);
+        let mut no_vmbus = hyperv_report();
+        no_vmbus.retain(|line| !line.contains("vmbus"));
+        let found = report_problems(&session(no_vmbus, Some(1)));
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(
+            found
+                .iter()
+                .all(|p| p.starts_with("expect /") && p.contains("no console line"))
+        );
     }
 
     #[test]

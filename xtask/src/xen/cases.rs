@@ -20,6 +20,8 @@ const CLOCK_SLACK_SECS: i64 = 60;
 /// hello's 100 ms sleep, measured by its own clock. TCG delays timer interrupts, and more so
 /// with Xen between, hence the generous upper bound.
 const SLEEP_RANGE_MS: std::ops::RangeInclusive<f64> = 100.0..=300.0;
+/// The line in which blk-check reports the hash of the disk as it read it back.
+const BLK_CHECK_SHA256: &str = "blk-check: sha256 ";
 
 /// One guest and what it must do.
 #[derive(Debug)]
@@ -39,6 +41,9 @@ pub enum Checks {
     HelloReport,
     /// hello's panic message, then exit status 127.
     HelloPanic,
+    /// blk-check's hash of the disk as read equals dom0's hash of the image, then exit
+    /// status 0.
+    BlkCheck,
 }
 
 /// hello as a domU in `mode`: its report, and its panic path.
@@ -68,6 +73,27 @@ pub fn hello(kernel: &Path, mode: Mode) -> [Case; 2] {
             checks: Checks::HelloPanic,
         },
     ]
+}
+
+/// blk-check as a domU in `mode` with the disk: writes the pattern of `seed` over it and
+/// reads it back.
+pub fn blk_check(kernel: &Path, mode: Mode, seed: u32) -> Case {
+    Case {
+        name: format!("blk-check seed={seed} writes and reads back the disk as a Xen {mode} domU"),
+        guest: Guest {
+            mode,
+            vif: false,
+            disk: true,
+            image: Image {
+                kernel: kernel.to_owned(),
+                ramdisk: None,
+                append: format!("seed={seed}"),
+                mem_mib: 64,
+            },
+        },
+        ends: Reason::Poweroff,
+        checks: Checks::BlkCheck,
+    }
 }
 
 /// Everything wrong with how `domain` went, judged as `case`; empty if it passed.
@@ -107,8 +133,30 @@ pub fn problems(case: &Case, domain: &Domain) -> Vec<String> {
             problems.extend(report::missing_lines(console, report::PANIC_LINES));
             problems.extend(check_exit(console, "127 (panic)"));
         }
+        Checks::BlkCheck => {
+            problems.extend(check_disk_hash(
+                console,
+                domain.trace.disk_sha256.as_deref(),
+            ));
+            problems.extend(check_exit(console, "0"));
+        }
     }
     problems
+}
+
+/// What is wrong with blk-check's hash of the disk, compared with dom0's (`image`).
+fn check_disk_hash(console: &[String], image: Option<&str>) -> Option<String> {
+    let guest = console
+        .iter()
+        .find_map(|line| line.strip_prefix(BLK_CHECK_SHA256));
+    match (guest, image) {
+        (Some(guest), Some(image)) if guest == image => None,
+        (Some(guest), Some(image)) => Some(format!(
+            "disk: blk-check read sha256 {guest}, dom0 hashed the image as {image}"
+        )),
+        (None, _) => Some(format!("disk: no {:?} line", BLK_CHECK_SHA256.trim_end())),
+        (Some(_), None) => Some("disk: dom0 reported no hash of the image".to_owned()),
+    }
 }
 
 /// What is wrong with the console's last exit line, if it does not say `status`.
@@ -293,6 +341,42 @@ mod tests {
                 "ending: expected crash, the domain ended with poweroff",
                 r#"no console line containing ["hello: panic requested"]"#,
                 r#"exit: no "ringbolt: exit status" line"#,
+            ]
+        );
+    }
+
+    #[test]
+    fn blk_check_needs_its_hash_to_match_dom0s_and_exit_0() {
+        let case = blk_check(Path::new("/blk-check"), Mode::Pv, 7);
+        assert_eq!(case.guest.image.append, "seed=7");
+        assert!(case.guest.disk);
+        let console = lines(&[
+            "blk-check: xvda: 131072 sectors of 512 bytes (64 MiB)",
+            "blk-check: sha256 a5ef",
+            "ringbolt: exit status 0",
+        ]);
+        let mut good = domain(Reason::Poweroff, console.clone(), true);
+        good.trace.disk_sha256 = Some("a5ef".to_owned());
+        assert!(problems(&case, &good).is_empty());
+        let mut differs = domain(Reason::Poweroff, console.clone(), true);
+        differs.trace.disk_sha256 = Some("0000".to_owned());
+        assert_eq!(
+            problems(&case, &differs),
+            ["disk: blk-check read sha256 a5ef, dom0 hashed the image as 0000"]
+        );
+        assert_eq!(
+            problems(&case, &domain(Reason::Poweroff, console, true)),
+            ["disk: dom0 reported no hash of the image"]
+        );
+        let failed = lines(&[
+            "blk-check: error: no block device",
+            "ringbolt: exit status 1",
+        ]);
+        assert_eq!(
+            problems(&case, &domain(Reason::Poweroff, failed, true)),
+            [
+                r#"disk: no "blk-check: sha256" line"#,
+                r#"exit: expected "ringbolt: exit status 0", in line "ringbolt: exit status 1""#,
             ]
         );
     }

@@ -284,20 +284,28 @@ pub fn bench_verb(mut args: Args) -> Result<ExitCode, String> {
 pub type Verdict = (String, Result<bool, String>);
 
 /// `cargo xtask test xen`: hello as Xen's PV dom0, then, in one dom0 boot, hello's report and
-/// panic as a PVH and as a PV domU.
-pub fn test_stage(hello: &Result<PathBuf, String>) -> Tally {
+/// panic as a PVH and as a PV domU, and blk-check's disk round trip as each.
+pub fn test_stage(hello: &Result<PathBuf, String>, blk_check: &Result<PathBuf, String>) -> Tally {
     let started = Instant::now();
-    let verdicts = stage_verdicts(hello).unwrap_or_else(|e| vec![("xen stage".to_owned(), Err(e))]);
+    let verdicts =
+        stage_verdicts(hello, blk_check).unwrap_or_else(|e| vec![("xen stage".to_owned(), Err(e))]);
     let tally = tally(verdicts);
     println!("xtask: xen stage took {}", secs(started.elapsed(), 1));
     tally
 }
 
-fn stage_verdicts(hello: &Result<PathBuf, String>) -> Result<Vec<Verdict>, String> {
-    let hello = hello
-        .as_ref()
-        .map_err(|e| format!("hello did not build: {e}"))?;
-    let hello = harness::absolute(hello)?;
+fn stage_verdicts(
+    hello: &Result<PathBuf, String>,
+    blk_check: &Result<PathBuf, String>,
+) -> Result<Vec<Verdict>, String> {
+    let built = |app: &str, path: &Result<PathBuf, String>| {
+        let path = path
+            .as_ref()
+            .map_err(|e| format!("{app} did not build: {e}"))?;
+        harness::absolute(path)
+    };
+    let hello = built("hello", hello)?;
+    let blk_check = built("blk-check", blk_check)?;
     let layout = layout()?;
     let dom0 = dom0::build(&layout)?;
     let smoke = Common {
@@ -316,10 +324,13 @@ fn stage_verdicts(hello: &Result<PathBuf, String>) -> Result<Vec<Verdict>, Strin
         smoke::run(&layout, &dom0.xen, &smoke)
     })];
     // PVH first: a PV kernel that took Xen down would otherwise cost the PVH cases their run.
-    let cases: Vec<Case> = [Mode::Pvh, Mode::Pv]
+    // The blk-check domains share the disk image; different seeds make each write it anew.
+    let mut cases: Vec<Case> = [Mode::Pvh, Mode::Pv]
         .into_iter()
         .flat_map(|mode| cases::hello(&hello, mode))
         .collect();
+    cases.push(cases::blk_check(&blk_check, Mode::Pvh, 1));
+    cases.push(cases::blk_check(&blk_check, Mode::Pv, 2));
     verdicts.extend(cases::run(&layout, &dom0, &cases, CASE_WAIT, false));
     Ok(verdicts)
 }

@@ -6,8 +6,9 @@
 //! script (`xtask/xen/run-guest.sh`) into a small cpio appended to dom0's initramfs (Linux
 //! unpacks concatenated archives in order). dom0 reports through marker lines on its console,
 //! which Xen copies to the serial line: `HARNESS-DOM0-READY`, then per domain
-//! `HARNESS-CREATE-BEGIN`, `HARNESS-CREATE-DONE`, `guest| <console line>` and
-//! `HARNESS-END reason=<why>`, with dom0's own timestamps (the script's header has the format).
+//! `HARNESS-CREATE-BEGIN`, `HARNESS-CREATE-DONE`, `guest| <console line>`,
+//! `HARNESS-DISK-SHA256` (if it had the disk) and `HARNESS-END reason=<why>`, with dom0's own
+//! timestamps (the script's header has the format).
 
 use std::fs;
 use std::io::{BufWriter, Write};
@@ -23,6 +24,8 @@ use crate::qemu::{self, Flow, QEMU};
 
 const RUN_SCRIPT: &str = include_str!("../../xen/run-guest.sh");
 const DISK_IMAGE: &str = "/var/lib/harness/disk.img";
+/// The disk image's size: a whole write and read by blk-check takes seconds under TCG.
+const DISK_MIB: u32 = 64;
 /// Where dom0 finds the files the guests boot.
 const FILES_DIR: &str = "harness/files";
 /// dom0: 512 MiB fixed (its ramfs root holds the guest kernels), both vCPUs.
@@ -57,6 +60,8 @@ pub struct Domain {
 #[derive(Debug, Default, PartialEq)]
 pub struct Trace {
     pub console: Vec<String>,
+    /// The disk image's SHA-256 (hex) after the domain ended, if it had the disk.
+    pub disk_sha256: Option<String>,
     /// Microseconds since the Unix epoch: `xl create` started, returned, the first console
     /// line arrived, xl reported the shutdown.
     begin_us: Option<u64>,
@@ -127,6 +132,10 @@ enum Event<'a> {
         at_us: Option<u64>,
     },
     Guest(&'a str),
+    DiskSha256 {
+        n: usize,
+        sha256: &'a str,
+    },
     /// `n` is absent when dom0 itself failed: that ends every domain not yet ended.
     End {
         n: Option<usize>,
@@ -154,6 +163,14 @@ fn event(line: &str) -> Option<Event<'_>> {
             ),
             first_us: field(rest, "first_us"),
             end_us: field(rest, "end_us"),
+        });
+    }
+    if let Some(rest) = after("HARNESS-DISK-SHA256 ") {
+        return Some(Event::DiskSha256 {
+            n: field(rest, "n")?,
+            sha256: rest
+                .split_whitespace()
+                .find_map(|word| word.strip_prefix("sha256="))?,
         });
     }
     if let Some(rest) = after("HARNESS-CREATE-BEGIN ") {
@@ -216,6 +233,11 @@ impl Tracker {
             Event::Built { n, at_us } => {
                 if let Some((trace, _)) = self.get(n) {
                     trace.built_us = at_us;
+                }
+            }
+            Event::DiskSha256 { n, sha256 } => {
+                if let Some((trace, _)) = self.get(n) {
+                    trace.disk_sha256 = Some(sha256.to_owned());
                 }
             }
             Event::Guest(text) => {
@@ -325,7 +347,7 @@ fn render_params(guests: &[&Guest], wait: Duration) -> String {
         ""
     };
     format!(
-        "NAMES={}\nWAIT_SECS={}\nDISK_IMG={}\n",
+        "NAMES={}\nWAIT_SECS={}\nDISK_IMG={}\nDISK_MIB={DISK_MIB}\n",
         shell_quote(&names.join(" ")),
         wait.as_secs(),
         shell_quote(disk)
@@ -538,6 +560,14 @@ pub mod tests {
         );
         assert_eq!(event("HARNESS-CREATE-BEGIN at_us=5"), None, "needs n");
         assert_eq!(
+            event("HARNESS-DISK-SHA256 n=2 sha256=a5ef"),
+            Some(Event::DiskSha256 {
+                n: 2,
+                sha256: "a5ef"
+            })
+        );
+        assert_eq!(event("HARNESS-DISK-SHA256 n=2"), None, "needs the hash");
+        assert_eq!(
             event("guest| hello | world"),
             Some(Event::Guest("hello | world"))
         );
@@ -595,6 +625,7 @@ pub mod tests {
                 "guest| one",
                 "HARNESS-CREATE-DONE n=1 at_us=10600000",
                 "guest| two",
+                "HARNESS-DISK-SHA256 n=1 sha256=a5ef",
                 "HARNESS-END n=1 reason=poweroff code=0 first_us=10500000 end_us=10700000",
                 "guest| stray line between domains",
                 "HARNESS-CREATE-BEGIN n=2 at_us=20000000",
@@ -609,6 +640,8 @@ pub mod tests {
         let first = &domains[0];
         assert_eq!(first.reason, Reason::Poweroff);
         assert_eq!(first.trace.console, ["one", "two"]);
+        assert_eq!(first.trace.disk_sha256.as_deref(), Some("a5ef"));
+        assert_eq!(domains[1].trace.disk_sha256, None);
         assert_eq!(first.trace.created_unix(), Some(10));
         assert_eq!(first.trace.built(), Some(Duration::from_millis(600)));
         assert_eq!(first.trace.first_output(), Some(Duration::from_millis(500)));
@@ -698,12 +731,12 @@ pub mod tests {
         disk.disk = true;
         assert_eq!(
             render_params(&[&plain], Duration::from_secs(60)),
-            "NAMES='harness-1'\nWAIT_SECS=60\nDISK_IMG=''\n"
+            "NAMES='harness-1'\nWAIT_SECS=60\nDISK_IMG=''\nDISK_MIB=64\n"
         );
         assert_eq!(
             render_params(&[&plain, &disk], Duration::from_secs(45)),
             "NAMES='harness-1 harness-2'\nWAIT_SECS=45\n\
-             DISK_IMG='/var/lib/harness/disk.img'\n"
+             DISK_IMG='/var/lib/harness/disk.img'\nDISK_MIB=64\n"
         );
         assert_eq!(shell_quote("it's"), r"'it'\''s'");
     }

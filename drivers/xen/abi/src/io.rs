@@ -4,4 +4,5 @@ pub mod blkif;
 pub mod console;
 pub mod netif;
 pub mod ring;
+pub mod xenbus;
 pub mod xs_wire;
