@@ -11,6 +11,8 @@
 #   HARNESS-CREATE-BEGIN n=N at_us=T           just before `xl create`
 #   HARNESS-CREATE-DONE n=N at_us=T            `xl create` returned: the domain runs
 #   guest| <console line>
+#   HARNESS-SHUTDOWN-SENT n=N at_us=T          `xl shutdown` ran: a console line contained the
+#                                              text in /harness/<name>.shutdown-on
 #   HARNESS-DISK-SHA256 n=N sha256=H          the disk image's hash once the domain is gone
 #   HARNESS-END n=N reason=R code=C first_us=T end_us=T
 #                                              first console line seen, shutdown reported
@@ -67,6 +69,12 @@ for NAME in $NAMES; do
     KEEPER=$!
     stream_console "$CONSOLE" "$FIRST" &
     STREAM=$!
+    if [ -f "/harness/$NAME.shutdown-on" ]; then
+        (tail -q -n +1 -F -s 0.2 --pid="$KEEPER" "$CONSOLE" 2>/dev/null |
+            grep -q -m 1 -F -f "/harness/$NAME.shutdown-on" &&
+            echo "HARNESS-SHUTDOWN-SENT n=$n at_us=${EPOCHREALTIME/./}" &&
+            "$XL" shutdown "$NAME" >/dev/null 2>&1) &
+    fi
     exec 3< <(tail -q -n +1 -F -s 0.2 --pid="$KEEPER" "$XLLOG" 2>/dev/null |
         grep --line-buffered -m 1 'has shut down, reason code')
 

@@ -34,12 +34,14 @@ pub fn xen_boot(layout: &Layout, hello: &Path, runs: usize, mode: Mode) -> Resul
             mode: Mode::Pv,
             vif: false,
             disk: false,
+            shutdown_on: None,
             image: linux.image("console=hvc0 quiet", MEM_MIB),
         },
         Guest {
             mode,
             vif: false,
             disk: false,
+            shutdown_on: None,
             image: Image {
                 kernel: hello.to_owned(),
                 ramdisk: None,

@@ -44,6 +44,36 @@ pub enum Checks {
     /// blk-check's hash of the disk as read equals dom0's hash of the image, then exit
     /// status 0.
     BlkCheck,
+    /// The guest took `xl shutdown` through xenstore, stopped the app and powered off with
+    /// status 0, within [`SHUTDOWN_LIMIT`] of the request.
+    ToolstackShutdown,
+}
+
+/// How long a guest may take from `xl shutdown` to its shutdown (issue 5: 5 s).
+const SHUTDOWN_LIMIT: Duration = Duration::from_secs(5);
+/// hello's line once it waits to be stopped, and the kernel's once it was asked to.
+const HELLO_WAITING: &str = "hello: waiting to be stopped";
+const POWEROFF_REQUESTED: &str = "xenstore: poweroff requested by the toolstack";
+
+/// hello as a domU in `mode` that waits until dom0 runs `xl shutdown` on it.
+pub fn hello_shutdown(kernel: &Path, mode: Mode) -> Case {
+    Case {
+        name: format!("hello wait=1 stops on xl shutdown as a Xen {mode} domU"),
+        guest: Guest {
+            mode,
+            vif: false,
+            disk: false,
+            shutdown_on: Some(HELLO_WAITING.to_owned()),
+            image: Image {
+                kernel: kernel.to_owned(),
+                ramdisk: None,
+                append: "wait=1".to_owned(),
+                mem_mib: HELLO_MEM_MIB,
+            },
+        },
+        ends: Reason::Poweroff,
+        checks: Checks::ToolstackShutdown,
+    }
 }
 
 /// hello as a domU in `mode`: its report, and its panic path.
@@ -52,6 +82,7 @@ pub fn hello(kernel: &Path, mode: Mode) -> [Case; 2] {
         mode,
         vif: false,
         disk: false,
+        shutdown_on: None,
         image: Image {
             kernel: kernel.to_owned(),
             ramdisk: None,
@@ -84,6 +115,7 @@ pub fn blk_check(kernel: &Path, mode: Mode, seed: u32) -> Case {
             mode,
             vif: false,
             disk: true,
+            shutdown_on: None,
             image: Image {
                 kernel: kernel.to_owned(),
                 ramdisk: None,
@@ -132,6 +164,21 @@ pub fn problems(case: &Case, domain: &Domain) -> Vec<String> {
         Checks::HelloPanic => {
             problems.extend(report::missing_lines(console, report::PANIC_LINES));
             problems.extend(check_exit(console, "127 (panic)"));
+        }
+        Checks::ToolstackShutdown => {
+            if !console.iter().any(|line| line.contains(POWEROFF_REQUESTED)) {
+                problems.push(format!("shutdown: no {POWEROFF_REQUESTED:?} line"));
+            }
+            match domain.trace.shutdown_took() {
+                Some(took) if took <= SHUTDOWN_LIMIT => {}
+                Some(took) => problems.push(format!(
+                    "shutdown: took {:.2} s from xl shutdown (limit {} s)",
+                    took.as_secs_f64(),
+                    SHUTDOWN_LIMIT.as_secs()
+                )),
+                None => problems.push("shutdown: dom0 never ran xl shutdown".to_owned()),
+            }
+            problems.extend(check_exit(console, "0"));
         }
         Checks::BlkCheck => {
             problems.extend(check_disk_hash(
@@ -342,6 +389,46 @@ mod tests {
                 r#"no console line containing ["hello: panic requested"]"#,
                 r#"exit: no "ringbolt: exit status" line"#,
             ]
+        );
+    }
+
+    #[test]
+    fn toolstack_shutdown_needs_the_request_line_the_exit_and_a_quick_end() {
+        let case = hello_shutdown(Path::new("/hello"), Mode::Pv);
+        assert_eq!(case.guest.shutdown_on.as_deref(), Some(HELLO_WAITING));
+        let console = [
+            "hello: waiting to be stopped",
+            "[    1.2] INFO  xenstore: poweroff requested by the toolstack",
+            "ringbolt: exit status 0",
+        ];
+        let ended = |sent_us: u64, end_us: u64, console: &[&str]| {
+            let mut trace = run::tests::traced(&[
+                CREATED,
+                &format!("HARNESS-SHUTDOWN-SENT n=1 at_us={sent_us}"),
+                &format!("HARNESS-END n=1 reason=poweroff code=0 first_us= end_us={end_us}"),
+            ]);
+            trace.console = lines(console);
+            Domain {
+                reason: Reason::Poweroff,
+                trace,
+            }
+        };
+        assert!(problems(&case, &ended(1_000_000, 1_400_000, &console)).is_empty());
+        assert_eq!(
+            problems(&case, &ended(1_000_000, 7_000_000, &console)),
+            ["shutdown: took 6.00 s from xl shutdown (limit 5 s)"]
+        );
+        assert_eq!(
+            problems(&case, &ended(1_000_000, 1_400_000, &console[..1])),
+            [
+                format!("shutdown: no {POWEROFF_REQUESTED:?} line"),
+                r#"exit: no "ringbolt: exit status" line"#.to_owned(),
+            ]
+        );
+        let never = domain(Reason::Poweroff, lines(&console), true);
+        assert_eq!(
+            problems(&case, &never),
+            ["shutdown: dom0 never ran xl shutdown"]
         );
     }
 

@@ -198,6 +198,7 @@ pub fn xen_verb(mut args: Args) -> Result<ExitCode, String> {
             mode,
             vif,
             disk,
+            shutdown_on: None,
             image: common.image,
         },
         ends: common.ends,
@@ -247,6 +248,7 @@ pub fn selftest_verb(args: Args) -> Result<ExitCode, String> {
             mode: Mode::Pv,
             vif: false,
             disk: false,
+            shutdown_on: None,
             image: linux.image(append, 128),
         },
         ends,
@@ -329,6 +331,7 @@ fn stage_verdicts(
         .into_iter()
         .flat_map(|mode| cases::hello(&hello, mode))
         .collect();
+    cases.extend([Mode::Pvh, Mode::Pv].map(|mode| cases::hello_shutdown(&hello, mode)));
     cases.push(cases::blk_check(&blk_check, Mode::Pvh, 1));
     cases.push(cases::blk_check(&blk_check, Mode::Pv, 2));
     verdicts.extend(cases::run(&layout, &dom0, &cases, CASE_WAIT, false));

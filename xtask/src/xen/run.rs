@@ -46,6 +46,9 @@ pub struct Guest {
     pub mode: Mode,
     pub vif: bool,
     pub disk: bool,
+    /// When a console line contains this text, dom0 runs `xl shutdown` on the domain (to test
+    /// the guest's `control/shutdown` handling) and stamps when.
+    pub shutdown_on: Option<String>,
     pub image: Image,
 }
 
@@ -62,6 +65,8 @@ pub struct Trace {
     pub console: Vec<String>,
     /// The disk image's SHA-256 (hex) after the domain ended, if it had the disk.
     pub disk_sha256: Option<String>,
+    /// When dom0 ran `xl shutdown` ([`Guest::shutdown_on`]), microseconds since the epoch.
+    shutdown_us: Option<u64>,
     /// Microseconds since the Unix epoch: `xl create` started, returned, the first console
     /// line arrived, xl reported the shutdown.
     begin_us: Option<u64>,
@@ -71,6 +76,12 @@ pub struct Trace {
 }
 
 impl Trace {
+    /// From dom0's `xl shutdown` to xl reporting the domain's shutdown.
+    pub fn shutdown_took(&self) -> Option<Duration> {
+        let (sent, end) = (self.shutdown_us?, self.end_us?);
+        Some(Duration::from_micros(end.checked_sub(sent)?))
+    }
+
     /// dom0's clock when `xl create` started, in Unix seconds.
     pub fn created_unix(&self) -> Option<i64> {
         self.begin_us.map(|us| (us / 1_000_000) as i64)
@@ -136,6 +147,10 @@ enum Event<'a> {
         n: usize,
         sha256: &'a str,
     },
+    ShutdownSent {
+        n: usize,
+        at_us: Option<u64>,
+    },
     /// `n` is absent when dom0 itself failed: that ends every domain not yet ended.
     End {
         n: Option<usize>,
@@ -171,6 +186,12 @@ fn event(line: &str) -> Option<Event<'_>> {
             sha256: rest
                 .split_whitespace()
                 .find_map(|word| word.strip_prefix("sha256="))?,
+        });
+    }
+    if let Some(rest) = after("HARNESS-SHUTDOWN-SENT ") {
+        return Some(Event::ShutdownSent {
+            n: field(rest, "n")?,
+            at_us: field(rest, "at_us"),
         });
     }
     if let Some(rest) = after("HARNESS-CREATE-BEGIN ") {
@@ -233,6 +254,11 @@ impl Tracker {
             Event::Built { n, at_us } => {
                 if let Some((trace, _)) = self.get(n) {
                     trace.built_us = at_us;
+                }
+            }
+            Event::ShutdownSent { n, at_us } => {
+                if let Some((trace, _)) = self.get(n) {
+                    trace.shutdown_us = at_us;
                 }
             }
             Event::DiskSha256 { n, sha256 } => {
@@ -359,14 +385,17 @@ fn shell_quote(text: &str) -> String {
 }
 
 /// Every domain's xl config, by domain name.
-fn render_configs(guests: &[&Guest], files: &mut Files) -> Vec<(String, String)> {
+/// Each guest's domain name, xl configuration and `xl shutdown` trigger.
+type DomainFiles = (String, String, Option<String>);
+
+fn render_configs(guests: &[&Guest], files: &mut Files) -> Vec<DomainFiles> {
     guests
         .iter()
         .enumerate()
         .map(|(at, guest)| {
             let name = domain_name(at + 1);
             let cfg = render_config(guest, &name, files);
-            (name, cfg)
+            (name, cfg, guest.shutdown_on.clone())
         })
         .collect()
 }
@@ -375,7 +404,7 @@ fn render_configs(guests: &[&Guest], files: &mut Files) -> Vec<(String, String)>
 fn write_initrd(
     dom0: &Dom0,
     params: &str,
-    configs: &[(String, String)],
+    configs: &[DomainFiles],
     files: &Files,
     out: &Path,
 ) -> Result<(), String> {
@@ -390,8 +419,12 @@ fn write_initrd(
         overlay.dir(FILES_DIR, 0o755)?;
         overlay.file("harness/run.sh", 0o755, RUN_SCRIPT.as_bytes())?;
         overlay.file("harness/params", 0o644, params.as_bytes())?;
-        for (name, cfg) in configs {
+        for (name, cfg, shutdown_on) in configs {
             overlay.file(&format!("harness/{name}.cfg"), 0o644, cfg.as_bytes())?;
+            if let Some(text) = shutdown_on {
+                let file = format!("harness/{name}.shutdown-on");
+                overlay.file(&file, 0o644, format!("{text}\n").as_bytes())?;
+            }
         }
         for (index, path) in files.paths.iter().enumerate() {
             overlay.file_from(&format!("{FILES_DIR}/{index}"), 0o644, path)?;
@@ -434,7 +467,7 @@ pub fn run(
     let dir = run_dir(&layout.runs, "xen")?;
     let mut files = Files::default();
     let configs = render_configs(guests, &mut files);
-    for (name, cfg) in &configs {
+    for (name, cfg, _) in &configs {
         let path = dir.join(format!("{name}.cfg"));
         fs::write(&path, cfg).map_err(|e| format!("writing {}: {e}", path.display()))?;
     }
@@ -452,7 +485,7 @@ pub fn run(
         guests.len(),
         dir.display()
     );
-    for ((name, _), guest) in configs.iter().zip(guests) {
+    for ((name, _, _), guest) in configs.iter().zip(guests) {
         println!(
             "xtask: xen:   {name}: {} as a {} domU ({} MiB) {:?}",
             guest.image.kernel.display(),
@@ -532,6 +565,7 @@ pub mod tests {
             mode,
             vif: false,
             disk: false,
+            shutdown_on: None,
             image: Image {
                 kernel: PathBuf::from("/k"),
                 ramdisk: ramdisk.then(|| PathBuf::from("/r")),
@@ -718,7 +752,7 @@ pub mod tests {
         let mut files = Files::default();
         let configs = render_configs(&[&hello, &linux, &hello], &mut files);
         assert_eq!(files.paths, [PathBuf::from("/k"), PathBuf::from("/r")]);
-        let names: Vec<&str> = configs.iter().map(|(name, _)| name.as_str()).collect();
+        let names: Vec<&str> = configs.iter().map(|(name, _, _)| name.as_str()).collect();
         assert_eq!(names, ["harness-1", "harness-2", "harness-3"]);
         assert!(configs[2].1.contains("name = \"harness-3\"\n"));
         assert!(configs[2].1.contains("kernel = \"/harness/files/0\"\n"));
