@@ -172,3 +172,14 @@ impl HyperV {
         Some(Instant::from_nanos(units.saturating_mul(NANOS_PER_UNIT)))
     }
 }
+
+/// Partition reference time now, in 100 ns units, from the reference counter MSR (0 if the
+/// partition may not read it): what the time-sync service's version 4 samples are stamped in.
+pub(crate) fn reference_counter() -> u64 {
+    let privileges = cpuid_count(CPUID_FEATURES_LEAF, 0).eax;
+    if privileges & privilege::TIME_REF_COUNT == 0 {
+        return 0;
+    }
+    // SAFETY: CPUID just said the counter MSR exists; reading it has no side effect.
+    unsafe { rdmsr(msr::TIME_REF_COUNT) }
+}

@@ -141,6 +141,19 @@ pub(crate) fn allocate_frame() -> Option<PhysAddr> {
         .allocate_below(TABLE_FRAME_LIMIT.load(Ordering::Relaxed))
 }
 
+/// `frames` physically contiguous, identity-mapped frames (VMBus ring buffers), or `None`.
+pub(crate) fn allocate_contiguous(frames: u64) -> Option<PhysAddr> {
+    let mut allocator = FRAMES.lock();
+    let start = allocator.allocate_contiguous(frames, FRAME_SIZE)?;
+    let end = start.as_u64() + frames * FRAME_SIZE;
+    if end > TABLE_FRAME_LIMIT.load(Ordering::Relaxed) {
+        // Beyond the identity map (only possible on Xen PV, which has no VMBus).
+        let _ = allocator.free_range(start, frames);
+        return None;
+    }
+    Some(start)
+}
+
 /// Sets up the frame allocator, switches to the kernel's page tables and enables the heap.
 pub(crate) fn init(boot: &BootInfo<'_>, shared_pages: &[PhysAddr]) {
     let total = boot.memory_map.usable_bytes();

@@ -35,6 +35,11 @@ impl SharedPage {
         }
     }
 
+    /// The `pages` identity-mapped pages from `phys` (physically contiguous RAM).
+    pub(crate) fn identity_pages(phys: PhysAddr, pages: usize) -> Self {
+        Self::mapped_pages(VirtAddr::new(phys.as_u64()), pages)
+    }
+
     /// The page mapped at `virt` (a mapping of a frame that is not identity-mapped, such as Xen
     /// PV's `shared_info`), which stays mapped writable for as long as the kernel runs.
     pub(crate) fn mapped_at(virt: VirtAddr) -> Self {

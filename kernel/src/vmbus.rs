@@ -6,6 +6,8 @@
 //! acknowledged with an EOI); after each wait the platform calls [`wake_if_message`], and the
 //! connection task copies the message out of the slot in thread context.
 
+use alloc::collections::VecDeque;
+use alloc::vec::Vec;
 use core::future::Future;
 use core::pin::Pin;
 use core::task::{Context, Poll, Waker};
@@ -16,7 +18,8 @@ use ringbolt_executor::Handle;
 use ringbolt_hyperv_tlfs::{MSR_ENABLE, msr};
 use ringbolt_shmem::SharedMemory;
 use ringbolt_vmbus::{
-    Config, Connection, Event, HvStatus, MESSAGE_SINT, VMBUS_MESSAGE_TYPE, Version,
+    Channel, Config, Connection, Event, HvStatus, MESSAGE_SINT, OpenParams, PAGE_SIZE,
+    VMBUS_MESSAGE_TYPE, Version,
 };
 use x86_64::PhysAddr;
 
@@ -25,11 +28,14 @@ use crate::hyperv::{HvCallCode, hypercall};
 use crate::memory;
 use crate::platform::platform;
 use crate::shared_page::SharedPage;
+use crate::signal::{Fired, Signals};
 use crate::single_cpu::SingleCpu;
 
 /// The APIC vector SINT 2 raises.
 pub(crate) const VMBUS_VECTOR: u8 = 0x32;
 
+/// SynIC event-flag areas are 256 bytes (2048 flags), one per SINT, in the SIEFP page.
+const EVENT_FLAGS_SIZE: usize = 256;
 /// SynIC message slots are 256 bytes, one per SINT, in the message page.
 const MESSAGE_SLOT_SIZE: usize = 256;
 /// In a slot: `message_type` (u32), `payload_size` (u8), `message_flags` (u8), the sender (u64),
@@ -52,12 +58,19 @@ const POST_RETRIES: u32 = 100;
 /// The SynIC pages and the hypercall input page.
 pub(crate) struct SynIc {
     messages: SharedPage,
+    /// SIEFP: SINT 2's 2048 event flags, bit `relid` set when the host signals that channel.
+    events: SharedPage,
     /// The page `HvPostMessage` reads its input from, and its guest physical address.
     post_input: SpinMutex<(SharedPage, PhysAddr)>,
 }
 
 static SYNIC: OnceCell<SynIc> = OnceCell::new();
 static WAITER: SingleCpu<Option<Waker>> = SingleCpu::new(None);
+/// Channel event flags, by relid.
+static CHANNELS: Signals = Signals::new();
+/// Connection events drivers wait for (GPADL created, channel opened), and the waiting task.
+static EVENTS: SingleCpu<(VecDeque<Event>, Option<Waker>)> =
+    SingleCpu::new((VecDeque::new(), None));
 
 /// Enables the SynIC with SINT 2 on [`VMBUS_VECTOR`]. `None` when frames run out.
 fn enable_synic() -> Option<&'static SynIc> {
@@ -79,6 +92,7 @@ fn enable_synic() -> Option<&'static SynIc> {
     }
     Some(SYNIC.get_or_init(|| SynIc {
         messages: SharedPage::identity(messages),
+        events: SharedPage::identity(events),
         post_input: SpinMutex::new((SharedPage::identity(post_input), post_input)),
     }))
 }
@@ -152,14 +166,47 @@ impl Future for NextMessage<'_> {
     }
 }
 
-/// Wakes the connection task if a message waits in the SINT 2 slot (called after each idle
-/// wait, in thread context).
-pub(crate) fn wake_if_message() {
-    if SYNIC.get().is_some_and(SynIc::has_message)
+/// The SynIC, for drivers' [`ringbolt_vmbus::Host`] calls once VMBus runs.
+pub(crate) fn host() -> &'static SynIc {
+    SYNIC
+        .get()
+        .expect("VMBus drivers run only after the SynIC is enabled")
+}
+
+/// Relids whose event flag the host set since the last scan; the flags are cleared with one
+/// atomic AND per word, so a flag the host sets meanwhile is not lost.
+fn take_event_flags(synic: &SynIc) -> Vec<u32> {
+    let area = usize::from(MESSAGE_SINT) * EVENT_FLAGS_SIZE;
+    let mut relids = Vec::new();
+    for word in 0..EVENT_FLAGS_SIZE / 8 {
+        let offset = area + word * 8;
+        let pending = match synic.events.read_u64(offset) {
+            Ok(0) => continue,
+            Ok(_) => synic.events.fetch_and_u64(offset, 0),
+            Err(e) => Err(e),
+        };
+        match pending {
+            Ok(bits) => relids.extend(
+                (0..64)
+                    .filter(|bit| bits & (1 << bit) != 0)
+                    .map(|bit| (word * 64 + bit) as u32),
+            ),
+            Err(e) => log::error!("vmbus: event flags unreadable: {e}"),
+        }
+    }
+    relids
+}
+
+/// After each idle wait (thread context): wakes the connection task if a message waits in
+/// the SINT 2 slot, and each channel whose event flag is set.
+pub(crate) fn dispatch() {
+    let Some(synic) = SYNIC.get() else { return };
+    if synic.has_message()
         && let Some(waker) = WAITER.with(Option::take)
     {
         waker.wake();
     }
+    CHANNELS.raise(take_event_flags(synic));
 }
 
 impl ringbolt_vmbus::Host for SynIc {
@@ -208,8 +255,10 @@ impl ringbolt_vmbus::Host for SynIc {
         }
     }
 
+    /// The regions VMBus shares are identity-mapped and physically contiguous
+    /// ([`memory::allocate_contiguous`]), so page `index` is simply the next frame.
     fn page_number(&self, memory: &SharedPage, index: usize) -> Option<u64> {
-        (index == 0).then(|| memory.address().as_u64() >> 12)
+        (index < memory.len() / PAGE_SIZE).then(|| (memory.address().as_u64() >> 12) + index as u64)
     }
 }
 
@@ -234,7 +283,7 @@ pub(crate) fn start(executor: &Handle) {
         interrupt_page: interrupt.as_u64(),
         monitor_pages: [monitor_in.as_u64(), monitor_out.as_u64()],
     };
-    drop(executor.spawn(serve(synic, config)));
+    drop(executor.spawn(serve(synic, config, executor.clone())));
 }
 
 /// The VMBus connection, shared by the serving task and the shutdown path. Never borrowed
@@ -252,7 +301,7 @@ fn handle(synic: &SynIc, kind: u32, payload: &[u8]) -> Option<Event> {
 }
 
 /// Connects and then handles host messages for as long as the VM runs.
-async fn serve(synic: &'static SynIc, config: Config) {
+async fn serve(synic: &'static SynIc, config: Config, executor: Handle) {
     let started = platform().now();
     let connected = CONNECTION.with(|slot| slot.insert(Connection::new(config)).connect(synic));
     if let Err(e) = connected {
@@ -276,10 +325,145 @@ async fn serve(synic: &'static SynIc, config: Config) {
                     );
                 }
             }),
+            Some(Event::Offer { relid }) => {
+                let class = CONNECTION
+                    .with(|connection| Some(connection.as_ref()?.offer(relid)?.interface_type));
+                if let Some(class) = class {
+                    crate::hyperv_ic::probe(&executor, relid, class);
+                }
+            }
+            Some(
+                event @ (Event::GpadlCreated { .. }
+                | Event::GpadlFailed { .. }
+                | Event::Opened { .. }
+                | Event::OpenFailed { .. }),
+            ) => {
+                let waker = EVENTS.with(|(events, waker)| {
+                    events.push_back(event);
+                    waker.take()
+                });
+                if let Some(waker) = waker {
+                    waker.wake();
+                }
+            }
             Some(event) => log::debug!("vmbus: {event:?}"),
             None => {}
         }
     }
+}
+
+/// Completes with the first connection event `matches` accepts (taking it from the mailbox).
+fn connection_event(matches: impl Fn(&Event) -> bool) -> impl Future<Output = Event> {
+    core::future::poll_fn(move |cx| {
+        EVENTS.with(|(events, waker)| match events.iter().position(&matches) {
+            Some(at) => Poll::Ready(events.remove(at).expect("position is in range")),
+            None => {
+                *waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+    })
+}
+
+/// Requests in flight per channel.
+const CHANNEL_REQUESTS: usize = 16;
+
+/// A channel opened for a driver: its rings, and the wake-up its event flag raises.
+pub(crate) struct OpenChannel {
+    pub(crate) channel: Channel<SharedPage, CHANNEL_REQUESTS>,
+    relid: u32,
+}
+
+impl OpenChannel {
+    /// Completes once the host has signalled the channel since the last completion.
+    pub(crate) fn signalled(&self) -> Fired {
+        CHANNELS.fired(self.relid)
+    }
+}
+
+/// Why a channel could not be opened.
+pub(crate) enum OpenError {
+    NoMemory,
+    Vmbus(ringbolt_vmbus::Error),
+    Ring(ringbolt_vmbus::ring::RingError),
+    Channel(ringbolt_vmbus::ChannelError),
+    /// The host refused the GPADL or the open, with its status.
+    Refused(u32),
+}
+
+impl core::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            OpenError::NoMemory => f.write_str("no memory for the rings"),
+            OpenError::Vmbus(e) => write!(f, "{e}"),
+            OpenError::Ring(e) => write!(f, "ring: {e:?}"),
+            OpenError::Channel(e) => write!(f, "channel: {e:?}"),
+            OpenError::Refused(status) => write!(f, "refused by the host (status {status:#x})"),
+        }
+    }
+}
+
+/// Opens offered channel `relid` with rings of `ring_pages` pages each way (header page
+/// included) and the device's `user_data`: rings in contiguous frames, one GPADL for both,
+/// `OPENCHANNEL`, then the guest's end of the channel.
+pub(crate) async fn open(
+    relid: u32,
+    ring_pages: usize,
+    user_data: &[u8],
+) -> Result<OpenChannel, OpenError> {
+    let synic = SYNIC.get().ok_or(OpenError::NoMemory)?;
+    let base = memory::allocate_contiguous(2 * ring_pages as u64).ok_or(OpenError::NoMemory)?;
+    let outbound = SharedPage::identity_pages(base, ring_pages);
+    let inbound = SharedPage::identity_pages(base + (ring_pages * PAGE_SIZE) as u64, ring_pages);
+    ringbolt_vmbus::ring::init(&outbound).map_err(OpenError::Ring)?;
+    ringbolt_vmbus::ring::init(&inbound).map_err(OpenError::Ring)?;
+    let connection_id = CONNECTION
+        .with(|connection| {
+            let connection = connection.as_mut()?;
+            let offer = connection.offer(relid)?.connection_id;
+            Some(
+                connection
+                    .create_gpadl(synic, relid, &[&outbound, &inbound])
+                    .map(|handle| (handle, offer)),
+            )
+        })
+        .ok_or(OpenError::Vmbus(ringbolt_vmbus::Error::UnknownRelid(relid)))?
+        .map_err(OpenError::Vmbus);
+    let (gpadl, connection_id) = connection_id?;
+    let created = connection_event(|event| {
+        matches!(event, Event::GpadlCreated { handle, .. } | Event::GpadlFailed { handle, .. }
+            if *handle == gpadl)
+    })
+    .await;
+    if let Event::GpadlFailed { status, .. } = created {
+        return Err(OpenError::Refused(status));
+    }
+    // SAFETY: VP_INDEX exists with the SynIC; reading it has no effect.
+    let target_vp = unsafe { rdmsr(msr::VP_INDEX) } as u32;
+    let params = OpenParams {
+        ring_gpadl: gpadl,
+        downstream_page_offset: ring_pages as u32,
+        target_vp,
+        user_data,
+    };
+    CONNECTION
+        .with(|connection| {
+            connection
+                .as_mut()
+                .map(|connection| connection.open_channel(synic, relid, params))
+        })
+        .ok_or(OpenError::Vmbus(ringbolt_vmbus::Error::UnknownRelid(relid)))?
+        .map_err(OpenError::Vmbus)?;
+    let opened = connection_event(|event| {
+        matches!(event, Event::Opened { relid: r } | Event::OpenFailed { relid: r, .. }
+            if *r == relid)
+    })
+    .await;
+    if let Event::OpenFailed { status, .. } = opened {
+        return Err(OpenError::Refused(status));
+    }
+    let channel = Channel::new(outbound, inbound, connection_id).map_err(OpenError::Channel)?;
+    Ok(OpenChannel { channel, relid })
 }
 
 /// How long shutdown waits for the host to acknowledge `UNLOAD`.

@@ -53,6 +53,10 @@ pub(crate) trait Platform: Sync {
     /// Wall-clock time as nanoseconds since the Unix epoch, if the platform has a source.
     fn wall_clock_unix_nanos(&self) -> Option<u64>;
 
+    /// Steps the wall clock to `unix_nanos` (a hypervisor's time service). Default: ignored,
+    /// for platforms whose wall clock is the hypervisor's own (Xen's `shared_info`).
+    fn set_wall_clock(&self, _unix_nanos: u64) {}
+
     /// Idles until an event arrives or `deadline` passes (`None`: only an event wakes).
     /// Called and returns with events masked; unmasks only for the wait itself, atomically.
     fn wait_for_event(&self, deadline: Option<Instant>);

@@ -47,7 +47,7 @@ pub(crate) struct PvhVmm {
     clock: TscClock,
     hyperv: Option<HyperV>,
     /// Unix time (ns) read from the RTC and the monotonic instant it was read at.
-    wall_base: OnceCell<(u64, Instant)>,
+    wall_base: SpinMutex<Option<(u64, Instant)>>,
     power_off: OnceCell<PowerOff>,
 }
 
@@ -68,7 +68,7 @@ pub(crate) fn init(tsc_at_entry: u64, hyperv: Option<HyperV>) -> &'static PvhVmm
             uart: SpinMutex::new(uart),
             clock: TscClock::new(tsc_at_entry),
             hyperv,
-            wall_base: OnceCell::new(),
+            wall_base: SpinMutex::new(None),
             power_off: OnceCell::new(),
         }
     })
@@ -99,7 +99,7 @@ impl PvhVmm {
         apic::init(hz);
         match Rtc::new(CmosPortIo, century).read_unix() {
             Ok(secs) => {
-                let _ = self.wall_base.set((secs * 1_000_000_000, self.now()));
+                *self.wall_base.lock() = Some((secs * 1_000_000_000, self.now()));
             }
             Err(e) => log::warn!("rtc: no wall clock: {e}"),
         }
@@ -196,14 +196,18 @@ impl Platform for PvhVmm {
     }
 
     fn wall_clock_unix_nanos(&self) -> Option<u64> {
-        let &(base, at) = self.wall_base.get()?;
+        let (base, at) = (*self.wall_base.lock())?;
         Some(base + (self.now() - at).as_nanos() as u64)
+    }
+
+    fn set_wall_clock(&self, unix_nanos: u64) {
+        *self.wall_base.lock() = Some((unix_nanos, self.now()));
     }
 
     fn wait_for_event(&self, deadline: Option<Instant>) {
         hvm::wait_for_event(self.now(), deadline);
         if self.hyperv.is_some() {
-            vmbus::wake_if_message();
+            vmbus::dispatch();
         }
     }
 

@@ -5,65 +5,27 @@
 //! recorded and wakes the task registered on it. Events are edge-triggered: a driver woken by
 //! one looks at its ring, where the real state is.
 
-use alloc::collections::BTreeMap;
-use core::future::Future;
-use core::pin::Pin;
-use core::task::{Context, Poll, Waker};
-
-use hermit_sync::SpinMutex;
 use ringbolt_shmem::SharedMemory;
 use ringbolt_xen_evtchn::{take_pending, vcpu_info_offset};
 
-#[derive(Default)]
-struct PortState {
-    fired: bool,
-    waker: Option<Waker>,
-}
+use crate::signal::{Fired, Signals};
 
-static PORTS: SpinMutex<BTreeMap<u32, PortState>> = SpinMutex::new(BTreeMap::new());
+static PORTS: Signals = Signals::new();
 
 /// Consumes vCPU 0's pending events in `shared_info` and wakes the tasks waiting on them. A
 /// port nobody waits on is remembered as fired, for whoever waits on it next.
 pub(crate) fn dispatch(shared_info: &impl SharedMemory) {
     let vcpu_info = vcpu_info_offset(0).expect("vCPU 0 has a vcpu_info");
-    let mut wakers = alloc::vec::Vec::new();
-    let scanned = take_pending(shared_info, vcpu_info, |port| {
-        let mut ports = PORTS.lock();
-        let state = ports.entry(port).or_default();
-        state.fired = true;
-        wakers.extend(state.waker.take());
-    });
-    if let Err(e) = scanned {
+    let mut ports = alloc::vec::Vec::new();
+    if let Err(e) = take_pending(shared_info, vcpu_info, |port| ports.push(port)) {
         log::error!("xen: event channels unreadable: {e}");
     }
-    // Outside the lock: a waker may run code that registers another port.
-    wakers.into_iter().for_each(Waker::wake);
+    PORTS.raise(ports);
 }
 
 /// Completes once `port` has fired since the previous completion (or since boot).
 pub(crate) fn fired(port: u32) -> Fired {
-    Fired { port }
-}
-
-/// The future [`fired`] returns.
-#[derive(Debug)]
-pub(crate) struct Fired {
-    port: u32,
-}
-
-impl Future for Fired {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let mut ports = PORTS.lock();
-        let state = ports.entry(self.port).or_default();
-        if core::mem::take(&mut state.fired) {
-            Poll::Ready(())
-        } else {
-            state.waker = Some(cx.waker().clone());
-            Poll::Pending
-        }
-    }
+    PORTS.fired(port)
 }
 
 /// Our end of an event channel, which signals the other end (`EVTCHNOP_send`): how the store
