@@ -67,7 +67,7 @@ pub mod ring;
 pub mod sim;
 #[cfg(test)]
 mod tests;
-mod wire;
+pub mod wire;
 
 use core::fmt;
 
