@@ -22,10 +22,8 @@
 use alloc::rc::Rc;
 use alloc::vec::Vec;
 use core::fmt;
-use core::future::poll_fn;
-use core::task::{Poll, Waker};
 
-use crate::single_cpu::SingleCpu;
+use crate::probe::{Probe, Registry};
 use crate::xen::blk::Disk;
 
 /// Why a block operation failed.
@@ -128,17 +126,7 @@ impl BlockDevice {
 /// Every block device, in the order the platform lists them, once the drivers have found and
 /// connected them all.
 pub async fn devices() -> Vec<BlockDevice> {
-    poll_fn(|cx| {
-        REGISTRY.with(|registry| {
-            if registry.probing > 0 {
-                registry.waiters.push(cx.waker().clone());
-                Poll::Pending
-            } else {
-                Poll::Ready(registry.devices.clone())
-            }
-        })
-    })
-    .await
+    REGISTRY.all().await
 }
 
 /// Block device `index` (from 0), once the drivers are done.
@@ -150,45 +138,10 @@ pub async fn open(index: usize) -> Result<BlockDevice, BlockError> {
         .ok_or(BlockError::NoDevice)
 }
 
-/// The devices found so far, and the drivers still looking.
-struct Registry {
-    devices: Vec<BlockDevice>,
-    probing: usize,
-    waiters: Vec<Waker>,
-}
+static REGISTRY: Registry<BlockDevice> = Registry::new();
 
-static REGISTRY: SingleCpu<Registry> = SingleCpu::new(Registry {
-    devices: Vec::new(),
-    probing: 0,
-    waiters: Vec::new(),
-});
-
-/// A driver looking for devices: [`devices`] waits until every `Probe` is dropped. Start one
-/// before the app runs, so the app cannot miss it.
-pub(crate) struct Probe(());
-
-impl Probe {
-    pub(crate) fn start() -> Self {
-        REGISTRY.with(|registry| registry.probing += 1);
-        Probe(())
-    }
-
-    /// Lists a connected device.
-    pub(crate) fn add(&self, device: BlockDevice) {
-        REGISTRY.with(|registry| registry.devices.push(device));
-    }
-}
-
-impl Drop for Probe {
-    fn drop(&mut self) {
-        let waiters = REGISTRY.with(|registry| {
-            registry.probing -= 1;
-            if registry.probing == 0 {
-                core::mem::take(&mut registry.waiters)
-            } else {
-                Vec::new()
-            }
-        });
-        waiters.into_iter().for_each(Waker::wake);
-    }
+/// A driver looking for block devices: [`devices`] waits until it is dropped. Take it before
+/// the app runs, so the app cannot miss it.
+pub(crate) fn probe() -> Probe<BlockDevice> {
+    REGISTRY.probe()
 }

@@ -154,6 +154,11 @@ pub(crate) fn allocate_contiguous(frames: u64) -> Option<PhysAddr> {
     Some(start)
 }
 
+/// Returns `frames` frames from `start` (frames the host gave back from the balloon).
+pub(crate) fn free_frames(start: u64, frames: u64) -> Result<(), ringbolt_mm::FrameError> {
+    FRAMES.lock().free_range(PhysAddr::new(start), frames)
+}
+
 /// Sets up the frame allocator, switches to the kernel's page tables and enables the heap.
 pub(crate) fn init(boot: &BootInfo<'_>, shared_pages: &[PhysAddr]) {
     let total = boot.memory_map.usable_bytes();

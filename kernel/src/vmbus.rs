@@ -17,6 +17,7 @@ use hermit_sync::{OnceCell, SpinMutex};
 use ringbolt_executor::Handle;
 use ringbolt_hyperv_tlfs::{MSR_ENABLE, msr};
 use ringbolt_shmem::SharedMemory;
+use ringbolt_vmbus::guid::class;
 use ringbolt_vmbus::{
     Channel, Config, Connection, Event, HvStatus, MESSAGE_SINT, OpenParams, PAGE_SIZE,
     VMBUS_MESSAGE_TYPE, Version,
@@ -328,8 +329,12 @@ async fn serve(synic: &'static SynIc, config: Config, executor: Handle) {
             Some(Event::Offer { relid }) => {
                 let class = CONNECTION
                     .with(|connection| Some(connection.as_ref()?.offer(relid)?.interface_type));
-                if let Some(class) = class {
-                    crate::hyperv_ic::probe(&executor, relid, class);
+                match class {
+                    Some(class::BALLOON) => {
+                        drop(executor.spawn(crate::hyperv_balloon::serve(relid)));
+                    }
+                    Some(class) => crate::hyperv_ic::probe(&executor, relid, class),
+                    None => {}
                 }
             }
             Some(

@@ -41,8 +41,9 @@ usage: cargo xtask <verb> [options]
   test [host] [lint] [boot] [xen] [hyperv]
       Host unit tests, fmt and clippy, boot tests on QEMU, then the harnesses; all stages
       unless some are named. xen: hello on real Xen (see below) as PV dom0, then in one dom0
-      boot its report and its panic, and blk-check's disk round trip (its hash of the disk
-      against dom0's), as a PVH and as a PV domU. hyperv: hello's report
+      boot its report and its panic, blk-check's disk round trip (its hash of the disk
+      against dom0's), and httpd on a vif answering dom0's ping and curl (then xl shutdown),
+      as a PVH and as a PV domU. hyperv: hello's report
       (platform hyperv, command line, sleep, exit status 0) as a Hyper-V guest (see below).
   bench boot [--runs N] [--machine pc|microvm] [--kvm]
       Boot time of hello against the floor image (release build, default 5 runs).
@@ -163,6 +164,8 @@ const STEPS: &[Step] = &[
             "hello",
             "-p",
             "blk-check",
+            "-p",
+            "httpd",
             "--target",
             TARGET,
             "--",
@@ -220,6 +223,7 @@ fn test_verb(mut args: Args) -> Result<ExitCode, String> {
         tally.add(xen::test_stage(
             &build("hello", false),
             &build("blk-check", false),
+            &build("httpd", false),
         ));
     }
     if selected("hyperv") {

@@ -11,6 +11,9 @@
 #   HARNESS-CREATE-BEGIN n=N at_us=T           just before `xl create`
 #   HARNESS-CREATE-DONE n=N at_us=T            `xl create` returned: the domain runs
 #   guest| <console line>
+#   probe| <line>                              output of /harness/<name>.probe, if there is
+#                                              one, run when the shutdown trigger (below)
+#                                              appears and before `xl shutdown`
 #   HARNESS-SHUTDOWN-SENT n=N at_us=T          `xl shutdown` ran: a console line contained the
 #                                              text in /harness/<name>.shutdown-on
 #   HARNESS-DISK-SHA256 n=N sha256=H          the disk image's hash once the domain is gone
@@ -39,6 +42,15 @@ stream_console() {
             fi
             echo "guest| $line"
         done
+}
+
+# Runs the probe script $1, if there is one, its output (stdout and stderr) as "probe| " lines.
+run_probe() {
+    local line
+    [ -x "$1" ] || return 0
+    "$1" 2>&1 | while IFS= read -r line || [ -n "$line" ]; do
+        echo "probe| $line"
+    done
 }
 
 # Waits up to $1 seconds for xl's shutdown line on fd 3; sets code and end_us.
@@ -72,6 +84,7 @@ for NAME in $NAMES; do
     if [ -f "/harness/$NAME.shutdown-on" ]; then
         (tail -q -n +1 -F -s 0.2 --pid="$KEEPER" "$CONSOLE" 2>/dev/null |
             grep -q -m 1 -F -f "/harness/$NAME.shutdown-on" &&
+            run_probe "/harness/$NAME.probe" &&
             echo "HARNESS-SHUTDOWN-SENT n=$n at_us=${EPOCHREALTIME/./}" &&
             "$XL" shutdown "$NAME" >/dev/null 2>&1) &
     fi

@@ -6,7 +6,8 @@
 //! (to prove the exception path), `oom=1` allocates 1 MiB blocks until the heap cannot grow
 //! (to prove heap growth and the out-of-memory report), `overflow=1` recurses until the stack
 //! overflows (to prove the guard page and the double-fault stack), `exit=N` exits with status N,
-//! `wait=1` waits after its report until the VM's owner stops it (`xl shutdown`).
+//! `wait=1` waits after its report until the VM's owner stops it (`xl shutdown`), `linger=MS`
+//! stays up MS milliseconds more before exiting (so drivers running beside it finish talking).
 #![no_std]
 #![no_main]
 #![forbid(unsafe_code)]
@@ -64,6 +65,10 @@ async fn main() -> ExitCode {
         loop {
             ringbolt::time::sleep(Duration::from_secs(3600)).await;
         }
+    }
+
+    if let Some(Ok(ms)) = args.parse::<u64>("linger") {
+        ringbolt::time::sleep(Duration::from_millis(ms)).await;
     }
 
     match args.parse::<u8>("exit") {

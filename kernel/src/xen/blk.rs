@@ -19,7 +19,7 @@
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::format;
 use alloc::rc::Rc;
-use alloc::string::{String, ToString};
+use alloc::string::String;
 use alloc::vec::Vec;
 use core::cell::RefCell;
 use core::fmt;
@@ -28,9 +28,7 @@ use core::task::{Poll, Waker};
 
 use ringbolt_executor::Handle;
 use ringbolt_xen_abi::io::blkif::SECTOR_SIZE;
-use ringbolt_xen_abi::io::xenbus::{
-    XENBUS_STATE_CLOSED, XENBUS_STATE_CONNECTED, XENBUS_STATE_INIT_WAIT,
-};
+use ringbolt_xen_abi::io::xenbus::{XENBUS_STATE_CONNECTED, XENBUS_STATE_INIT_WAIT};
 use ringbolt_xen_blkfront::{
     BackendInfo, BlkError, Blkfront, Completion, ConfigError, IndirectPage, IoError, IoId,
     Operation, Page, Rejected, Segment, Setup, SubmitError,
@@ -42,7 +40,7 @@ use super::events::{self, Notifier};
 use super::grant::{self, SetupError};
 use super::store::Client;
 use super::xenbus::{self, Frontend, XenbusError};
-use crate::block::{BlockDevice, BlockError, Probe};
+use crate::block::{BlockDevice, BlockError};
 use crate::memory;
 use crate::platform::platform;
 use crate::shared_page::SharedPage;
@@ -61,7 +59,7 @@ const INDIRECT_PAGES: usize = WINDOW;
 /// Starts the task that finds and connects our virtual block devices.
 pub(crate) fn start(client: Rc<Client>, executor: &Handle) {
     // Taken now, before the app runs, so `block::devices` waits for this task.
-    let probe = Probe::start();
+    let probe = crate::block::probe();
     drop(executor.spawn(async move {
         let ids = match xenbus::find(&client, "vbd").await {
             Ok(ids) => ids,
@@ -130,10 +128,7 @@ async fn connect(client: Rc<Client>, id: &str) -> Result<Rc<Disk>, ConnectError>
     frontend.wait_for_backend(XENBUS_STATE_INIT_WAIT).await?;
     let result = handshake(&frontend, vdev).await;
     if result.is_err() {
-        // Let the backend let go of what it has; we give up on the device.
-        if let Err(e) = frontend.switch(XENBUS_STATE_CLOSED).await {
-            log::warn!("blkfront: vbd {id}: {e}");
-        }
+        frontend.abandon().await;
     }
     result.map(Rc::new)
 }
@@ -158,22 +153,12 @@ async fn handshake(frontend: &Frontend, vdev: u32) -> Result<Disk, ConnectError>
     )
     .map_err(ConnectError::Blk)?;
     let port = super::evtchn_alloc_unbound(backend).map_err(ConnectError::EventChannel)?;
-    let keys = setup.frontend_keys(port);
-    let nodes: Vec<(&str, String)> = keys
-        .entries()
-        .iter()
-        .map(|(name, value)| (*name, value.to_string()))
-        .collect();
-    frontend.publish(&nodes).await?;
+    frontend
+        .publish(&setup.frontend_keys(port).entries())
+        .await?;
     frontend.wait_for_backend(XENBUS_STATE_CONNECTED).await?;
     let nodes = frontend.read_backend(&BackendInfo::KEYS).await?;
-    let info = BackendInfo::parse(|key| {
-        nodes
-            .iter()
-            .find(|(name, _)| *name == key)
-            .map(|(_, value)| value.as_str())
-    })
-    .map_err(ConnectError::Config)?;
+    let info = BackendInfo::parse(|key| xenbus::node(&nodes, key)).map_err(ConnectError::Config)?;
     if info.sector_size as usize > FRAME_SIZE {
         return Err(ConnectError::SectorTooLarge(info.sector_size));
     }

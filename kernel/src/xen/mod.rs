@@ -38,6 +38,7 @@ use crate::cpu;
 pub(crate) mod blk;
 pub(crate) mod events;
 pub(crate) mod grant;
+pub(crate) mod net;
 pub(crate) mod store;
 pub(crate) mod xenbus;
 

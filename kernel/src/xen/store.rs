@@ -36,6 +36,7 @@ pub(crate) fn start(ring: StoreRing, executor: &Handle) {
         }
     };
     super::blk::start(client.clone(), executor);
+    super::net::start(client.clone(), executor);
     let pump = client.clone();
     drop(executor.spawn(async move {
         loop {

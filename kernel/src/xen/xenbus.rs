@@ -147,6 +147,11 @@ impl Frontend {
         self.backend_id
     }
 
+    /// Our node `name`, which the toolstack wrote (a vif's `mac`).
+    pub(crate) async fn read_own(&self, name: &str) -> Result<String, XenbusError> {
+        read(&self.client, &format!("{}/{name}", self.path)).await
+    }
+
     /// Waits until the backend's state is `wanted`. Fails if the backend closes, or does not
     /// get there within [`BACKEND_TIMEOUT`].
     pub(crate) async fn wait_for_backend(&self, wanted: XenbusState) -> Result<(), XenbusError> {
@@ -195,7 +200,10 @@ impl Frontend {
 
     /// Writes `nodes` (name and value, relative to our directory) and our state
     /// `Initialised`, all in one transaction (started again if it conflicts).
-    pub(crate) async fn publish(&self, nodes: &[(&str, String)]) -> Result<(), XenbusError> {
+    pub(crate) async fn publish(
+        &self,
+        nodes: &[(&str, impl fmt::Display)],
+    ) -> Result<(), XenbusError> {
         let state = format!("{}/state", self.path);
         let initialised = format!("{XENBUS_STATE_INITIALISED}");
         self.client
@@ -204,6 +212,7 @@ impl Frontend {
                 async move {
                     for (name, value) in nodes {
                         let path = format!("{}/{name}", self.path);
+                        let value = format!("{value}");
                         self.client.write(tx, &path, value.as_bytes()).await?;
                     }
                     self.client.write(tx, state, initialised.as_bytes()).await
@@ -223,7 +232,16 @@ impl Frontend {
             .map_err(|error| store_error(&path, error))
     }
 
-    /// The backend's nodes among `names` that exist, with their values.
+    /// Gives up on the device after a failed handshake: our state `Closed`, so the backend
+    /// lets go of what it has.
+    pub(crate) async fn abandon(&self) {
+        if let Err(e) = self.switch(XENBUS_STATE_CLOSED).await {
+            log::warn!("xenbus: {}: {e}", self.path);
+        }
+    }
+
+    /// The backend's nodes among `names` that exist, with their values (look one up with
+    /// [`node`]).
     pub(crate) async fn read_backend(
         &self,
         names: &[&'static str],
@@ -239,6 +257,14 @@ impl Frontend {
         }
         Ok(nodes)
     }
+}
+
+/// The value of node `key` among `nodes` ([`Frontend::read_backend`]'s), if it exists.
+pub(crate) fn node<'a>(nodes: &'a [(&'static str, String)], key: &str) -> Option<&'a str> {
+    nodes
+        .iter()
+        .find(|(name, _)| *name == key)
+        .map(|(_, value)| value.as_str())
 }
 
 async fn read(client: &Client, path: &str) -> Result<String, XenbusError> {

@@ -70,7 +70,9 @@ const DEFAULT_TIMEOUT_SECS: u64 = 300;
 
 /// The test stage's hello run: its arguments, how long it may take (hello takes about 10 s)
 /// and what its 100 ms sleep may measure, slowed by TCG under L2's KVM.
-const TEST_APPEND: &str = "x=1 y=two";
+/// `linger`: hello stays up 2 s after its report, so the balloon driver's handshake (which
+/// runs beside the app) shows on the console before the VM ends.
+const TEST_APPEND: &str = "x=1 y=two linger=2000";
 const TEST_TIMEOUT: Duration = Duration::from_secs(180);
 const TEST_SLEEP_MS: std::ops::RangeInclusive<f64> = 100.0..=300.0;
 const TEST_NAME: &str = "hello reports as a Hyper-V guest";
@@ -152,11 +154,15 @@ fn report_problems(session: &Session) -> Vec<String> {
     found
 }
 
-/// Console lines a Hyper-V boot of hello must show: the negotiated VMBus version and the
-/// balloon offer (QEMU's `hv-balloon`, the harness's one VMBus device).
-const VMBUS_EXPECT: [&str; 2] = [
+/// Console lines a Hyper-V boot of hello must show: the negotiated VMBus version, the balloon
+/// offer (QEMU's `hv-balloon`, the harness's one VMBus device), and the balloon driver
+/// negotiating with it.
+const VMBUS_EXPECT: [&str; 4] = [
     r"vmbus: connected: version 4\.0, 1 offers in \d+ ms$",
     r"offer relid \d+: balloon 525074dc-8985-46e2-8057-a307dc18a502 ",
+    // The balloon driver on the real host: protocol, capabilities, status reports asked for.
+    r"INFO  balloon: protocol 2\.0$",
+    r"INFO  balloon: ready, reporting status$",
 ];
 
 /// Everything wrong with a run: L2's status, the console's last line, the `expect` patterns.
@@ -220,11 +226,14 @@ mod tests {
              525074dc-8985-46e2-8057-a307dc18a502 instance 0ad44721-33f4-476f-a882-58173ba7562c \
              sub-channel 0",
             "[    0.88] INFO  vmbus: connected: version 4.0, 1 offers in 579 ms",
+            "[    0.93] INFO  balloon: protocol 2.0",
+            "[    0.96] INFO  balloon: ready, reporting status",
         ];
         lines(&vmbus)
             .into_iter()
             .chain(with_line("platform", "platform: hyperv"))
             .map(|line| line.replace("measured 100.250 ms", "measured 250.5 ms"))
+            .map(|line| line.replace("cmdline: x=1 y=two", &format!("cmdline: {TEST_APPEND}")))
             .collect()
     }
 
@@ -292,12 +301,12 @@ mod tests {
         assert_eq!(report_problems(&session(slow, Some(1))).len(), 1);
         let mut bare = lines(GOOD_REPORT);
         bare.retain(|line| !line.starts_with("cmdline"));
-        // No cmdline, wrong platform, and neither VMBus line.
-        assert_eq!(report_problems(&session(bare, Some(1))).len(), 4);
+        // No cmdline, wrong platform, and none of the VMBus and balloon lines.
+        assert_eq!(report_problems(&session(bare, Some(1))).len(), 6);
         let mut no_vmbus = hyperv_report();
-        no_vmbus.retain(|line| !line.contains("vmbus"));
+        no_vmbus.retain(|line| !line.contains("vmbus") && !line.contains("balloon"));
         let found = report_problems(&session(no_vmbus, Some(1)));
-        assert_eq!(found.len(), 2, "{found:?}");
+        assert_eq!(found.len(), 4, "{found:?}");
         assert!(
             found
                 .iter()

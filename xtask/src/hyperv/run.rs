@@ -58,13 +58,17 @@ pub struct Guest {
     pub extra: Vec<String>,
 }
 
+/// QEMU's Dynamic Memory device, asking for the guest's status reports.
+const BALLOON_DEVICE: &str = "hv-balloon,status-report=on";
+
 /// L2's QEMU command line as L1 runs it in the host's root (never run on the host).
 fn l2_command(guest: &Guest) -> Command {
     let mut cmd = Command::new(QEMU);
     cmd.args(["-accel", "kvm", "-machine", "pc", "-smp", "1"]);
     cmd.args(["-m", &guest.mem_mib.to_string()]);
     cmd.args(["-cpu", L2_CPU]);
-    cmd.args(["-device", "vmbus-bridge", "-device", "hv-balloon"]);
+    // status-report=on: the host asks the guest's balloon driver for its memory figures.
+    cmd.args(["-device", "vmbus-bridge", "-device", BALLOON_DEVICE]);
     cmd.args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
     cmd.args(ISOLATED);
     cmd.args(["-kernel", &format!("{L2_RUN_DIR}/kernel")]);
@@ -365,7 +369,7 @@ mod tests {
                      kvm=off",
                 ),
                 ("-device", "vmbus-bridge"),
-                ("-device", "hv-balloon"),
+                ("-device", "hv-balloon,status-report=on"),
                 ("-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"),
                 ("-nic", "none"),
                 ("-serial", "stdio"),

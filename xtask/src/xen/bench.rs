@@ -35,6 +35,7 @@ pub fn xen_boot(layout: &Layout, hello: &Path, runs: usize, mode: Mode) -> Resul
             vif: false,
             disk: false,
             shutdown_on: None,
+            probe: None,
             image: linux.image("console=hvc0 quiet", MEM_MIB),
         },
         Guest {
@@ -42,6 +43,7 @@ pub fn xen_boot(layout: &Layout, hello: &Path, runs: usize, mode: Mode) -> Resul
             vif: false,
             disk: false,
             shutdown_on: None,
+            probe: None,
             image: Image {
                 kernel: hello.to_owned(),
                 ramdisk: None,

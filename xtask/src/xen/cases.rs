@@ -47,6 +47,10 @@ pub enum Checks {
     /// The guest took `xl shutdown` through xenstore, stopped the app and powered off with
     /// status 0, within [`SHUTDOWN_LIMIT`] of the request.
     ToolstackShutdown,
+    /// httpd listened on [`HTTPD_IP`], answered dom0's pings and served its page and counters
+    /// over one connection and to four concurrent ones ([`HTTPD_PROBE`]), then stopped as for
+    /// [`ToolstackShutdown`](Checks::ToolstackShutdown).
+    Httpd,
 }
 
 /// How long a guest may take from `xl shutdown` to its shutdown (issue 5: 5 s).
@@ -54,6 +58,43 @@ const SHUTDOWN_LIMIT: Duration = Duration::from_secs(5);
 /// hello's line once it waits to be stopped, and the kernel's once it was asked to.
 const HELLO_WAITING: &str = "hello: waiting to be stopped";
 const POWEROFF_REQUESTED: &str = "xenstore: poweroff requested by the toolstack";
+
+/// httpd's address on dom0's bridge (192.0.2.1/24, xtask/xen/dom0-init.sh) and command line.
+const HTTPD_IP: &str = "192.0.2.2";
+const HTTPD_APPEND: &str = "ip=192.0.2.2/24 gw=192.0.2.1";
+/// httpd's line once it listens: dom0 then runs [`HTTPD_PROBE`] and `xl shutdown`.
+const HTTPD_LISTENING: &str = "httpd: listening on 192.0.2.2:80";
+/// What dom0 runs against httpd (its header says what it prints).
+const HTTPD_PROBE: &str = include_str!("../../xen/httpd-probe.sh");
+/// The page at `/`, and the `/stats` lines that show both requests came over one connection.
+const HTTPD_PAGE: &str = "curl-body: hello from ringbolt";
+const HTTPD_KEEP_ALIVE: [&str; 2] = ["curl-body: requests 2", "curl-body: connections 1"];
+/// The page as each of the concurrent fetches got it, and how many there are.
+const HTTPD_PARALLEL_PAGE: &str = "parallel-body: hello from ringbolt";
+const HTTPD_PARALLEL: usize = 4;
+
+/// httpd as a domU in `mode` with a vif on dom0's bridge: pinged and fetched from dom0, then
+/// stopped with `xl shutdown`.
+pub fn httpd(kernel: &Path, mode: Mode) -> Case {
+    Case {
+        name: format!("httpd answers ping and HTTP from dom0 as a Xen {mode} domU"),
+        guest: Guest {
+            mode,
+            vif: true,
+            disk: false,
+            shutdown_on: Some(HTTPD_LISTENING.to_owned()),
+            probe: Some(HTTPD_PROBE.to_owned()),
+            image: Image {
+                kernel: kernel.to_owned(),
+                ramdisk: None,
+                append: HTTPD_APPEND.to_owned(),
+                mem_mib: 64,
+            },
+        },
+        ends: Reason::Poweroff,
+        checks: Checks::Httpd,
+    }
+}
 
 /// hello as a domU in `mode` that waits until dom0 runs `xl shutdown` on it.
 pub fn hello_shutdown(kernel: &Path, mode: Mode) -> Case {
@@ -64,6 +105,7 @@ pub fn hello_shutdown(kernel: &Path, mode: Mode) -> Case {
             vif: false,
             disk: false,
             shutdown_on: Some(HELLO_WAITING.to_owned()),
+            probe: None,
             image: Image {
                 kernel: kernel.to_owned(),
                 ramdisk: None,
@@ -83,6 +125,7 @@ pub fn hello(kernel: &Path, mode: Mode) -> [Case; 2] {
         vif: false,
         disk: false,
         shutdown_on: None,
+        probe: None,
         image: Image {
             kernel: kernel.to_owned(),
             ramdisk: None,
@@ -116,6 +159,7 @@ pub fn blk_check(kernel: &Path, mode: Mode, seed: u32) -> Case {
             vif: false,
             disk: true,
             shutdown_on: None,
+            probe: None,
             image: Image {
                 kernel: kernel.to_owned(),
                 ramdisk: None,
@@ -165,20 +209,13 @@ pub fn problems(case: &Case, domain: &Domain) -> Vec<String> {
             problems.extend(report::missing_lines(console, report::PANIC_LINES));
             problems.extend(check_exit(console, "127 (panic)"));
         }
-        Checks::ToolstackShutdown => {
-            if !console.iter().any(|line| line.contains(POWEROFF_REQUESTED)) {
-                problems.push(format!("shutdown: no {POWEROFF_REQUESTED:?} line"));
+        Checks::ToolstackShutdown => problems.extend(check_toolstack_shutdown(domain)),
+        Checks::Httpd => {
+            if !console.iter().any(|line| line.contains(HTTPD_LISTENING)) {
+                problems.push(format!("httpd: no {HTTPD_LISTENING:?} line"));
             }
-            match domain.trace.shutdown_took() {
-                Some(took) if took <= SHUTDOWN_LIMIT => {}
-                Some(took) => problems.push(format!(
-                    "shutdown: took {:.2} s from xl shutdown (limit {} s)",
-                    took.as_secs_f64(),
-                    SHUTDOWN_LIMIT.as_secs()
-                )),
-                None => problems.push("shutdown: dom0 never ran xl shutdown".to_owned()),
-            }
-            problems.extend(check_exit(console, "0"));
+            problems.extend(check_probe(&domain.trace.probe));
+            problems.extend(check_toolstack_shutdown(domain));
         }
         Checks::BlkCheck => {
             problems.extend(check_disk_hash(
@@ -189,6 +226,78 @@ pub fn problems(case: &Case, domain: &Domain) -> Vec<String> {
         }
     }
     problems
+}
+
+/// What is wrong with how the guest took `xl shutdown`: the kernel's line, the time from the
+/// request to the end, exit status 0.
+fn check_toolstack_shutdown(domain: &Domain) -> Vec<String> {
+    let console = &domain.trace.console;
+    let mut problems = Vec::new();
+    if !console.iter().any(|line| line.contains(POWEROFF_REQUESTED)) {
+        problems.push(format!("shutdown: no {POWEROFF_REQUESTED:?} line"));
+    }
+    match domain.trace.shutdown_took() {
+        Some(took) if took <= SHUTDOWN_LIMIT => {}
+        Some(took) => problems.push(format!(
+            "shutdown: took {:.2} s from xl shutdown (limit {} s)",
+            took.as_secs_f64(),
+            SHUTDOWN_LIMIT.as_secs()
+        )),
+        None => problems.push("shutdown: dom0 never ran xl shutdown".to_owned()),
+    }
+    problems.extend(check_exit(console, "0"));
+    problems
+}
+
+/// What is wrong with what dom0's probe of httpd printed: ping must have had replies, curl
+/// the page and both requests on one connection, and the concurrent fetches the page each.
+fn check_probe(probe: &[String]) -> Vec<String> {
+    let mut problems = Vec::new();
+    match probe.iter().find_map(|line| ping_replies(line)) {
+        Some((_, 0)) | None => problems.push(format!(
+            "ping {HTTPD_IP}: no replies ({})",
+            probe
+                .iter()
+                .find(|line| line.contains("packets transmitted") || line.contains("ping-status"))
+                .map_or("no summary".to_owned(), |line| format!("{line:?}"))
+        )),
+        Some(_) => {}
+    }
+    for expected in [HTTPD_PAGE].iter().chain(&HTTPD_KEEP_ALIVE) {
+        if !probe.iter().any(|line| line == expected) {
+            problems.push(format!(
+                "curl http://{HTTPD_IP}/: no {expected:?} ({})",
+                status_line(probe, "curl-status ")
+            ));
+        }
+    }
+    let pages = probe
+        .iter()
+        .filter(|line| *line == HTTPD_PARALLEL_PAGE)
+        .count();
+    if pages != HTTPD_PARALLEL {
+        problems.push(format!(
+            "concurrent curl: {pages} of {HTTPD_PARALLEL} fetches got the page ({})",
+            status_line(probe, "parallel-status ")
+        ));
+    }
+    problems
+}
+
+/// The probe's line starting with `prefix` (a command's exit status), for a message.
+fn status_line<'a>(probe: &'a [String], prefix: &str) -> &'a str {
+    probe
+        .iter()
+        .find(|line| line.starts_with(prefix))
+        .map_or("no status line", String::as_str)
+}
+
+/// Packets sent and received, from ping's summary line
+/// (`3 packets transmitted, 3 received, 0% packet loss, time 2003ms`).
+fn ping_replies(line: &str) -> Option<(u32, u32)> {
+    let (sent, rest) = line.split_once(" packets transmitted, ")?;
+    let received = rest.split_once(" received")?.0;
+    Some((sent.trim().parse().ok()?, received.parse().ok()?))
 }
 
 /// What is wrong with blk-check's hash of the disk, compared with dom0's (`image`).
@@ -464,6 +573,111 @@ mod tests {
             [
                 r#"disk: no "blk-check: sha256" line"#,
                 r#"exit: expected "ringbolt: exit status 0", in line "ringbolt: exit status 1""#,
+            ]
+        );
+    }
+
+    #[test]
+    fn reads_pings_summary() {
+        assert_eq!(
+            ping_replies("3 packets transmitted, 3 received, 0% packet loss, time 2003ms"),
+            Some((3, 3))
+        );
+        assert_eq!(
+            ping_replies("3 packets transmitted, 0 received, +3 errors, 100% packet loss"),
+            Some((3, 0))
+        );
+        assert_eq!(
+            ping_replies("PING 192.0.2.2 (192.0.2.2) 56(84) bytes of data."),
+            None
+        );
+        assert_eq!(ping_replies("x packets transmitted, 3 received"), None);
+    }
+
+    #[test]
+    fn httpd_needs_its_line_pings_the_page_keep_alive_and_a_clean_shutdown() {
+        let case = httpd(Path::new("/httpd"), Mode::Pv);
+        assert!(case.guest.vif);
+        assert_eq!(case.guest.image.append, "ip=192.0.2.2/24 gw=192.0.2.1");
+        assert_eq!(case.guest.shutdown_on.as_deref(), Some(HTTPD_LISTENING));
+        assert!(
+            case.guest
+                .probe
+                .as_deref()
+                .unwrap()
+                .starts_with("#!/bin/bash\n")
+        );
+        let console = [
+            "[    0.9] INFO  net: vif0 00:16:3e:00:00:02: 192.0.2.2/24 via 192.0.2.1",
+            "httpd: listening on 192.0.2.2:80",
+            "httpd: GET / 200",
+            "[    9.2] INFO  xenstore: poweroff requested by the toolstack",
+            "ringbolt: exit status 0",
+        ];
+        let probe = [
+            "PING 192.0.2.2 (192.0.2.2) 56(84) bytes of data.",
+            "3 packets transmitted, 3 received, 0% packet loss, time 2003ms",
+            "ping-status 0",
+            "curl-body: hello from ringbolt",
+            "curl-body: requests 2",
+            "curl-body: connections 1",
+            "curl-status 0",
+            "parallel-body: hello from ringbolt",
+            "parallel-body: hello from ringbolt",
+            "parallel-body: hello from ringbolt",
+            "parallel-body: hello from ringbolt",
+            "parallel-status 0",
+        ];
+        let ended = |console: &[&str], probe: &[&str]| {
+            let mut trace = run::tests::traced(&[
+                CREATED,
+                "HARNESS-SHUTDOWN-SENT n=1 at_us=1795586470000000",
+                "HARNESS-END n=1 reason=poweroff code=0 first_us= end_us=1795586471000000",
+            ]);
+            trace.console = lines(console);
+            trace.probe = lines(probe);
+            Domain {
+                reason: Reason::Poweroff,
+                trace,
+            }
+        };
+        assert!(problems(&case, &ended(&console, &probe)).is_empty());
+        let unreachable = [
+            "3 packets transmitted, 0 received, 100% packet loss, time 2041ms",
+            "ping-status 1",
+            "curl-status 28",
+            "parallel-body: hello from ringbolt",
+            "parallel-status 7",
+        ];
+        assert_eq!(
+            problems(&case, &ended(&console[1..], &unreachable)),
+            [
+                "ping 192.0.2.2: no replies (\"3 packets transmitted, 0 received, 100% packet \
+                 loss, time 2041ms\")",
+                "curl http://192.0.2.2/: no \"curl-body: hello from ringbolt\" (curl-status 28)",
+                "curl http://192.0.2.2/: no \"curl-body: requests 2\" (curl-status 28)",
+                "curl http://192.0.2.2/: no \"curl-body: connections 1\" (curl-status 28)",
+                "concurrent curl: 1 of 4 fetches got the page (parallel-status 7)",
+            ]
+        );
+        assert_eq!(
+            problems(&case, &ended(&console[..2], &probe)),
+            [
+                format!("shutdown: no {POWEROFF_REQUESTED:?} line"),
+                r#"exit: no "ringbolt: exit status" line"#.to_owned(),
+            ]
+        );
+        assert_eq!(
+            problems(&case, &ended(&console[2..], &[])),
+            [
+                format!("httpd: no {HTTPD_LISTENING:?} line"),
+                "ping 192.0.2.2: no replies (no summary)".to_owned(),
+                r#"curl http://192.0.2.2/: no "curl-body: hello from ringbolt" (no status line)"#
+                    .to_owned(),
+                r#"curl http://192.0.2.2/: no "curl-body: requests 2" (no status line)"#.to_owned(),
+                r#"curl http://192.0.2.2/: no "curl-body: connections 1" (no status line)"#
+                    .to_owned(),
+                "concurrent curl: 0 of 4 fetches got the page (no status line)".to_owned(),
             ]
         );
     }

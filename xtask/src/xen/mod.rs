@@ -199,6 +199,7 @@ pub fn xen_verb(mut args: Args) -> Result<ExitCode, String> {
             vif,
             disk,
             shutdown_on: None,
+            probe: None,
             image: common.image,
         },
         ends: common.ends,
@@ -249,6 +250,7 @@ pub fn selftest_verb(args: Args) -> Result<ExitCode, String> {
             vif: false,
             disk: false,
             shutdown_on: None,
+            probe: None,
             image: linux.image(append, 128),
         },
         ends,
@@ -286,11 +288,16 @@ pub fn bench_verb(mut args: Args) -> Result<ExitCode, String> {
 pub type Verdict = (String, Result<bool, String>);
 
 /// `cargo xtask test xen`: hello as Xen's PV dom0, then, in one dom0 boot, hello's report and
-/// panic as a PVH and as a PV domU, and blk-check's disk round trip as each.
-pub fn test_stage(hello: &Result<PathBuf, String>, blk_check: &Result<PathBuf, String>) -> Tally {
+/// panic as a PVH and as a PV domU, blk-check's disk round trip as each, and httpd answering
+/// dom0's ping and HTTP requests over its vif as each.
+pub fn test_stage(
+    hello: &Result<PathBuf, String>,
+    blk_check: &Result<PathBuf, String>,
+    httpd: &Result<PathBuf, String>,
+) -> Tally {
     let started = Instant::now();
-    let verdicts =
-        stage_verdicts(hello, blk_check).unwrap_or_else(|e| vec![("xen stage".to_owned(), Err(e))]);
+    let verdicts = stage_verdicts(hello, blk_check, httpd)
+        .unwrap_or_else(|e| vec![("xen stage".to_owned(), Err(e))]);
     let tally = tally(verdicts);
     println!("xtask: xen stage took {}", secs(started.elapsed(), 1));
     tally
@@ -299,6 +306,7 @@ pub fn test_stage(hello: &Result<PathBuf, String>, blk_check: &Result<PathBuf, S
 fn stage_verdicts(
     hello: &Result<PathBuf, String>,
     blk_check: &Result<PathBuf, String>,
+    httpd: &Result<PathBuf, String>,
 ) -> Result<Vec<Verdict>, String> {
     let built = |app: &str, path: &Result<PathBuf, String>| {
         let path = path
@@ -308,6 +316,7 @@ fn stage_verdicts(
     };
     let hello = built("hello", hello)?;
     let blk_check = built("blk-check", blk_check)?;
+    let httpd = built("httpd", httpd)?;
     let layout = layout()?;
     let dom0 = dom0::build(&layout)?;
     let smoke = Common {
@@ -334,6 +343,7 @@ fn stage_verdicts(
     cases.extend([Mode::Pvh, Mode::Pv].map(|mode| cases::hello_shutdown(&hello, mode)));
     cases.push(cases::blk_check(&blk_check, Mode::Pvh, 1));
     cases.push(cases::blk_check(&blk_check, Mode::Pv, 2));
+    cases.extend([Mode::Pvh, Mode::Pv].map(|mode| cases::httpd(&httpd, mode)));
     verdicts.extend(cases::run(&layout, &dom0, &cases, CASE_WAIT, false));
     Ok(verdicts)
 }

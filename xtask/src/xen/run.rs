@@ -7,6 +7,7 @@
 //! unpacks concatenated archives in order). dom0 reports through marker lines on its console,
 //! which Xen copies to the serial line: `HARNESS-DOM0-READY`, then per domain
 //! `HARNESS-CREATE-BEGIN`, `HARNESS-CREATE-DONE`, `guest| <console line>`,
+//! `probe| <line>` (what its probe script printed), `HARNESS-SHUTDOWN-SENT`,
 //! `HARNESS-DISK-SHA256` (if it had the disk) and `HARNESS-END reason=<why>`, with dom0's own
 //! timestamps (the script's header has the format).
 
@@ -49,6 +50,9 @@ pub struct Guest {
     /// When a console line contains this text, dom0 runs `xl shutdown` on the domain (to test
     /// the guest's `control/shutdown` handling) and stamps when.
     pub shutdown_on: Option<String>,
+    /// A bash script dom0 runs when [`shutdown_on`](Self::shutdown_on)'s text appears, before
+    /// `xl shutdown`: its output comes back as [`Trace::probe`].
+    pub probe: Option<String>,
     pub image: Image,
 }
 
@@ -63,6 +67,8 @@ pub struct Domain {
 #[derive(Debug, Default, PartialEq)]
 pub struct Trace {
     pub console: Vec<String>,
+    /// The output of the guest's [`Guest::probe`], line by line.
+    pub probe: Vec<String>,
     /// The disk image's SHA-256 (hex) after the domain ended, if it had the disk.
     pub disk_sha256: Option<String>,
     /// When dom0 ran `xl shutdown` ([`Guest::shutdown_on`]), microseconds since the epoch.
@@ -143,6 +149,7 @@ enum Event<'a> {
         at_us: Option<u64>,
     },
     Guest(&'a str),
+    Probe(&'a str),
     DiskSha256 {
         n: usize,
         sha256: &'a str,
@@ -167,6 +174,9 @@ fn event(line: &str) -> Option<Event<'_>> {
     let after = |marker: &str| line.find(marker).map(|at| &line[at + marker.len()..]);
     if let Some(rest) = after("guest| ") {
         return Some(Event::Guest(rest));
+    }
+    if let Some(rest) = after("probe| ") {
+        return Some(Event::Probe(rest));
     }
     if let Some(rest) = after("HARNESS-END ") {
         return Some(Event::End {
@@ -269,6 +279,11 @@ impl Tracker {
             Event::Guest(text) => {
                 if let Some((trace, _)) = self.current.and_then(|n| self.get(n)) {
                     trace.console.push(text.to_owned());
+                }
+            }
+            Event::Probe(text) => {
+                if let Some((trace, _)) = self.current.and_then(|n| self.get(n)) {
+                    trace.probe.push(text.to_owned());
                 }
             }
             Event::End {
@@ -384,9 +399,8 @@ fn shell_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))
 }
 
-/// Every domain's xl config, by domain name.
-/// Each guest's domain name, xl configuration and `xl shutdown` trigger.
-type DomainFiles = (String, String, Option<String>);
+/// Each guest's domain name, xl configuration, `xl shutdown` trigger and probe script.
+type DomainFiles = (String, String, Option<String>, Option<String>);
 
 fn render_configs(guests: &[&Guest], files: &mut Files) -> Vec<DomainFiles> {
     guests
@@ -395,7 +409,7 @@ fn render_configs(guests: &[&Guest], files: &mut Files) -> Vec<DomainFiles> {
         .map(|(at, guest)| {
             let name = domain_name(at + 1);
             let cfg = render_config(guest, &name, files);
-            (name, cfg, guest.shutdown_on.clone())
+            (name, cfg, guest.shutdown_on.clone(), guest.probe.clone())
         })
         .collect()
 }
@@ -419,11 +433,15 @@ fn write_initrd(
         overlay.dir(FILES_DIR, 0o755)?;
         overlay.file("harness/run.sh", 0o755, RUN_SCRIPT.as_bytes())?;
         overlay.file("harness/params", 0o644, params.as_bytes())?;
-        for (name, cfg, shutdown_on) in configs {
+        for (name, cfg, shutdown_on, probe) in configs {
             overlay.file(&format!("harness/{name}.cfg"), 0o644, cfg.as_bytes())?;
             if let Some(text) = shutdown_on {
                 let file = format!("harness/{name}.shutdown-on");
                 overlay.file(&file, 0o644, format!("{text}\n").as_bytes())?;
+            }
+            if let Some(script) = probe {
+                let file = format!("harness/{name}.probe");
+                overlay.file(&file, 0o755, script.as_bytes())?;
             }
         }
         for (index, path) in files.paths.iter().enumerate() {
@@ -467,7 +485,7 @@ pub fn run(
     let dir = run_dir(&layout.runs, "xen")?;
     let mut files = Files::default();
     let configs = render_configs(guests, &mut files);
-    for (name, cfg, _) in &configs {
+    for (name, cfg, _, _) in &configs {
         let path = dir.join(format!("{name}.cfg"));
         fs::write(&path, cfg).map_err(|e| format!("writing {}: {e}", path.display()))?;
     }
@@ -485,7 +503,7 @@ pub fn run(
         guests.len(),
         dir.display()
     );
-    for ((name, _, _), guest) in configs.iter().zip(guests) {
+    for ((name, _, _, _), guest) in configs.iter().zip(guests) {
         println!(
             "xtask: xen:   {name}: {} as a {} domU ({} MiB) {:?}",
             guest.image.kernel.display(),
@@ -566,6 +584,7 @@ pub mod tests {
             vif: false,
             disk: false,
             shutdown_on: None,
+            probe: None,
             image: Image {
                 kernel: PathBuf::from("/k"),
                 ramdisk: ramdisk.then(|| PathBuf::from("/r")),
@@ -604,6 +623,10 @@ pub mod tests {
         assert_eq!(
             event("guest| hello | world"),
             Some(Event::Guest("hello | world"))
+        );
+        assert_eq!(
+            event("probe| 3 packets transmitted, 3 received"),
+            Some(Event::Probe("3 packets transmitted, 3 received"))
         );
         assert_eq!(
             event("[  9.1] xen_netback: x HARNESS-END n=3 reason=crash code=3 first_us=7 end_us="),
@@ -658,6 +681,7 @@ pub mod tests {
                 "HARNESS-CREATE-BEGIN n=1 at_us=10000000",
                 "guest| one",
                 "HARNESS-CREATE-DONE n=1 at_us=10600000",
+                "probe| ping-status 0",
                 "guest| two",
                 "HARNESS-DISK-SHA256 n=1 sha256=a5ef",
                 "HARNESS-END n=1 reason=poweroff code=0 first_us=10500000 end_us=10700000",
@@ -674,6 +698,8 @@ pub mod tests {
         let first = &domains[0];
         assert_eq!(first.reason, Reason::Poweroff);
         assert_eq!(first.trace.console, ["one", "two"]);
+        assert_eq!(first.trace.probe, ["ping-status 0"]);
+        assert!(domains[1].trace.probe.is_empty());
         assert_eq!(first.trace.disk_sha256.as_deref(), Some("a5ef"));
         assert_eq!(domains[1].trace.disk_sha256, None);
         assert_eq!(first.trace.created_unix(), Some(10));
@@ -752,7 +778,7 @@ pub mod tests {
         let mut files = Files::default();
         let configs = render_configs(&[&hello, &linux, &hello], &mut files);
         assert_eq!(files.paths, [PathBuf::from("/k"), PathBuf::from("/r")]);
-        let names: Vec<&str> = configs.iter().map(|(name, _, _)| name.as_str()).collect();
+        let names: Vec<&str> = configs.iter().map(|(name, ..)| name.as_str()).collect();
         assert_eq!(names, ["harness-1", "harness-2", "harness-3"]);
         assert!(configs[2].1.contains("name = \"harness-3\"\n"));
         assert!(configs[2].1.contains("kernel = \"/harness/files/0\"\n"));
