@@ -47,7 +47,7 @@ use alloc::vec::Vec;
 use core::fmt;
 use core::time::Duration;
 
-use log::{info, warn};
+use log::{debug, info, warn};
 use ringbolt_time::Instant;
 
 use crate::message::{
@@ -293,15 +293,16 @@ impl Balloon {
         !self.outbox.is_empty()
     }
 
-    /// Handles one message, the data of an in-band packet from the host. Errors are logged;
-    /// the driver carries on with the next message.
+    /// Handles one message, the data of an in-band packet from the host. Errors are logged
+    /// (events only at debug level: the caller reports them); the driver carries on with the
+    /// next message.
     pub fn handle(&mut self, bytes: &[u8], pages: &mut impl Pages) -> Result<Option<Event>, Error> {
         let result = HostMessage::parse(bytes)
             .map_err(Error::from)
             .and_then(|message| self.dispatch(message, pages));
         match &result {
             Err(e) => warn!("hv-balloon: {e}"),
-            Ok(Some(event)) => info!("hv-balloon: {event:?}"),
+            Ok(Some(event)) => debug!("hv-balloon: {event:?}"),
             Ok(None) => {}
         }
         result
