@@ -92,7 +92,7 @@ impl Guest {
         assert_eq!(ballooned.pages(), taken.pages());
         assert!(self.pool.errors().is_empty(), "{:?}", self.pool.errors());
         if let Some(version) = self.balloon.version() {
-            assert!(Version::NEGOTIABLE.contains(&version));
+            assert!(ringbolt_hyperv_balloon::message::NEGOTIABLE.contains(&version));
         }
     }
 

@@ -190,7 +190,7 @@ pub enum Phase {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
     Idle,
-    /// `VERSION_REQUEST` for `Version::NEGOTIABLE[index]` is out as `trans_id`.
+    /// `VERSION_REQUEST` for `crate::message::NEGOTIABLE[index]` is out as `trans_id`.
     Negotiating {
         index: usize,
         trans_id: u32,
@@ -349,10 +349,10 @@ impl Balloon {
         }
     }
 
-    /// Queues `VERSION_REQUEST` for `Version::NEGOTIABLE[index]`.
+    /// Queues `VERSION_REQUEST` for `crate::message::NEGOTIABLE[index]`.
     fn request_version(&mut self, index: usize) {
-        let last = Version::NEGOTIABLE.len() - 1;
-        let version = Version::NEGOTIABLE[index.min(last)];
+        let last = crate::message::NEGOTIABLE.len() - 1;
+        let version = crate::message::NEGOTIABLE[index.min(last)];
         let trans_id = self.queue(GuestBody::VersionRequest {
             version,
             last_attempt: index >= last,
@@ -373,7 +373,7 @@ impl Balloon {
             return Err(Error::Unexpected(MessageType::VersionResponse));
         };
         check_transaction(MessageType::VersionResponse, expected, trans_id)?;
-        let Some(&version) = Version::NEGOTIABLE.get(index) else {
+        let Some(&version) = crate::message::NEGOTIABLE.get(index) else {
             return Err(Error::Unexpected(MessageType::VersionResponse));
         };
         if accepted {
@@ -382,7 +382,7 @@ impl Balloon {
             return Ok(Some(Event::Negotiated { version }));
         }
         info!("hv-balloon: host rejected protocol {version}");
-        if index + 1 < Version::NEGOTIABLE.len() {
+        if index + 1 < crate::message::NEGOTIABLE.len() {
             self.request_version(index + 1);
             return Ok(None);
         }

@@ -69,50 +69,24 @@ pub const MAX_RESPONSE_RANGES: usize = (MAX_MESSAGE_SIZE - RANGE_LIST_HEADER) / 
 /// hot add is permanently impossible, so it stops asking (Linux, when hot add is disabled).
 pub const HOT_ADD_SUCCESS: u32 = 1;
 
-/// A protocol version, `dm_version`: major in the high 16 bits, minor in the low.
+/// A protocol version, `dm_version`: major in the high 16 bits, minor in the low, the same
+/// encoding as VMBus's own versions.
 ///
 /// Linux names the three versions by generation: `DYNMEM_PROTOCOL_VERSION_1` is 0.3 (Windows
 /// 7), `_2` is 1.0 (Windows 8), `_3` is 2.0 (Windows 10, current). The numbers here are the
 /// wire's: QEMU's hv-balloon speaks "protocol 2.0" and accepts 0.3 to 2.0.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Version(pub u32);
+pub use ringbolt_vmbus::Version;
 
-impl Version {
-    /// `DYNMEM_PROTOCOL_VERSION_WIN7` (Linux's `_VERSION_1`).
-    pub const WIN7: Version = Version::new(0, 3);
-    /// `DYNMEM_PROTOCOL_VERSION_WIN8` (Linux's `_VERSION_2`): adds `INFO_MESSAGE`.
-    pub const WIN8: Version = Version::new(1, 0);
-    /// `DYNMEM_PROTOCOL_VERSION_WIN10` (Linux's `_VERSION_3`, `_CURRENT`).
-    pub const WIN10: Version = Version::new(2, 0);
+/// `DYNMEM_PROTOCOL_VERSION_WIN7` (Linux's `_VERSION_1`).
+pub const WIN7: Version = Version::new(0, 3);
+/// `DYNMEM_PROTOCOL_VERSION_WIN8` (Linux's `_VERSION_2`): adds `INFO_MESSAGE`.
+pub const WIN8: Version = Version::new(1, 0);
+/// `DYNMEM_PROTOCOL_VERSION_WIN10` (Linux's `_VERSION_3`, `_CURRENT`).
+pub const WIN10: Version = Version::new(2, 0);
 
-    /// What the guest offers, in order, falling back on each rejection as Linux does; the last
-    /// is sent as the last attempt.
-    pub const NEGOTIABLE: [Version; 3] = [Version::WIN10, Version::WIN8, Version::WIN7];
-
-    pub const fn new(major: u16, minor: u16) -> Version {
-        Version((major as u32) << 16 | minor as u32)
-    }
-
-    pub const fn major(self) -> u16 {
-        (self.0 >> 16) as u16
-    }
-
-    pub const fn minor(self) -> u16 {
-        self.0 as u16
-    }
-}
-
-impl fmt::Display for Version {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}", self.major(), self.minor())
-    }
-}
-
-impl fmt::Debug for Version {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Version({self})")
-    }
-}
+/// What the guest offers, in order, falling back on each rejection as Linux does; the last is
+/// sent as the last attempt.
+pub const NEGOTIABLE: [Version; 3] = [WIN10, WIN8, WIN7];
 
 /// `enum dm_message_type`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -789,7 +763,7 @@ mod tests {
         let m = GuestMessage {
             trans_id: 0x0102_0304,
             body: GuestBody::VersionRequest {
-                version: Version::WIN10,
+                version: WIN10,
                 last_attempt: false,
             },
         };
@@ -800,14 +774,14 @@ mod tests {
         let last = GuestMessage {
             trans_id: 9,
             body: GuestBody::VersionRequest {
-                version: Version::WIN7,
+                version: WIN7,
                 last_attempt: true,
             },
         };
         assert_eq!(last.encode()[8..], [3, 0, 0, 0, 1, 0, 0, 0]);
-        assert_eq!(Version::WIN8.0, 0x0001_0000);
-        assert_eq!(Version::WIN10.to_string(), "2.0");
-        assert_eq!(Version::WIN7.to_string(), "0.3");
+        assert_eq!(WIN8.0, 0x0001_0000);
+        assert_eq!(WIN10.to_string(), "2.0");
+        assert_eq!(WIN7.to_string(), "0.3");
     }
 
     #[test]
@@ -1078,7 +1052,7 @@ mod tests {
         let ranges = [range(1, 2), range(0xff_ffff_ffff, PageRange::MAX_COUNT)];
         let guest = [
             GuestBody::VersionRequest {
-                version: Version::WIN8,
+                version: WIN8,
                 last_attempt: true,
             },
             GuestBody::CapabilitiesReport(CapabilitiesReport {

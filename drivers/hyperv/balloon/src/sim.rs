@@ -100,8 +100,8 @@ impl HostConfig {
     /// `status-report` property is off), one range per unballoon message, 512 MiB of RAM.
     pub fn qemu() -> HostConfig {
         HostConfig {
-            min_version: Version::WIN7,
-            max_version: Version::WIN10,
+            min_version: crate::message::WIN7,
+            max_version: crate::message::WIN10,
             accept_capabilities: true,
             status_reports: false,
             ram: 0..512 * 256,

@@ -134,17 +134,20 @@ fn negotiates_2_0_at_once_with_qemu_and_reports_linux_capabilities() {
         guest.events(&host),
         [
             Event::Negotiated {
-                version: Version::WIN10
+                version: crate::message::WIN10
             },
             Event::Ready {
                 status_reports: false
             }
         ]
     );
-    assert_eq!(host.attempts(), [(Version::WIN10, false)]);
+    assert_eq!(host.attempts(), [(crate::message::WIN10, false)]);
     assert_eq!(host.capabilities(), Some(GUEST_CAPABILITIES));
     assert_eq!(guest.driver.balloon().phase(), Phase::Ready);
-    assert_eq!(guest.driver.balloon().version(), Some(Version::WIN10));
+    assert_eq!(
+        guest.driver.balloon().version(),
+        Some(crate::message::WIN10)
+    );
     // QEMU suppresses status reports unless told otherwise: none is sent.
     assert!(!guest.report(&host, Duration::from_secs(5), &MemoryStatus::default()));
     guest.settle(&host);
@@ -156,31 +159,34 @@ fn negotiates_2_0_at_once_with_qemu_and_reports_linux_capabilities() {
 fn falls_back_like_linux_to_1_0_and_then_to_0_3_as_the_last_attempt() {
     let rings = Rings::new();
     let win8 = HostConfig {
-        max_version: Version::WIN8,
+        max_version: crate::message::WIN8,
         ..HostConfig::hyperv()
     };
     let (host, guest) = ready(win8, &rings, pool(0x100..0x200));
     assert_eq!(
         host.attempts(),
-        [(Version::WIN10, false), (Version::WIN8, false)]
+        [
+            (crate::message::WIN10, false),
+            (crate::message::WIN8, false)
+        ]
     );
-    assert_eq!(guest.driver.balloon().version(), Some(Version::WIN8));
+    assert_eq!(guest.driver.balloon().version(), Some(crate::message::WIN8));
 
     let rings = Rings::new();
     let win7 = HostConfig {
-        max_version: Version::WIN7,
+        max_version: crate::message::WIN7,
         ..HostConfig::hyperv()
     };
     let (host, guest) = ready(win7, &rings, pool(0x100..0x200));
     assert_eq!(
         host.attempts(),
         [
-            (Version::WIN10, false),
-            (Version::WIN8, false),
-            (Version::WIN7, true)
+            (crate::message::WIN10, false),
+            (crate::message::WIN8, false),
+            (crate::message::WIN7, true)
         ]
     );
-    assert_eq!(guest.driver.balloon().version(), Some(Version::WIN7));
+    assert_eq!(guest.driver.balloon().version(), Some(crate::message::WIN7));
     guest.assert_consistent(&host);
 }
 
@@ -225,7 +231,7 @@ fn stops_when_the_host_refuses_the_capabilities() {
         guest.events(&host),
         [
             Event::Negotiated {
-                version: Version::WIN10
+                version: crate::message::WIN10
             },
             Event::Stopped(Stop::CapabilitiesRejected)
         ]
@@ -251,7 +257,7 @@ fn rejects_answers_for_another_transaction_and_takes_the_right_one() {
                 got: 0
             }),
             Ok(Some(Event::Negotiated {
-                version: Version::WIN10
+                version: crate::message::WIN10
             })),
             Err(Error::WrongTransaction {
                 msg_type: MessageType::CapabilitiesResponse,
@@ -642,7 +648,7 @@ fn requests_before_the_capabilities_are_accepted_are_unexpected() {
         GuestMessage {
             trans_id: 1,
             body: GuestBody::VersionRequest {
-                version: Version::WIN10,
+                version: crate::message::WIN10,
                 last_attempt: false
             }
         }
@@ -700,7 +706,7 @@ fn starting_again_renegotiates_and_keeps_the_held_pages() {
     assert!(matches!(
         GuestMessage::parse(&sent[0]).unwrap().body,
         GuestBody::VersionRequest {
-            version: Version::WIN10,
+            version: crate::message::WIN10,
             ..
         }
     ));
