@@ -45,11 +45,11 @@ pub(crate) fn hypercall(code: u16, input: u64, fast: bool) -> u16 {
     let control = u64::from(code) | if fast { FAST } else { 0 };
     let page = (&raw const hypercall_page) as u64;
     let status: u64;
+    // The page's code follows the Microsoft x64 convention: control in RCX, input in RDX,
+    // output in R8, status in RAX, the other volatile registers clobbered (`win64`).
     // SAFETY: `identify` enabled the hypercall page before any caller runs (VMBus starts after
-    // it). The page's code follows the Microsoft x64 convention: control in RCX, input in RDX,
-    // output in R8, status in RAX, the other volatile registers clobbered (`win64`). The two
-    // codes callers use read at most a 256-byte input page the caller filled and write no
-    // memory.
+    // it); the two codes callers use read at most a 256-byte input page the caller filled and
+    // write no memory.
     unsafe {
         core::arch::asm!(
             "call {page}",
