@@ -1,7 +1,5 @@
 extern crate std;
 
-use std::cell::Cell;
-use std::rc::Rc;
 use std::vec;
 use std::vec::Vec;
 
@@ -31,20 +29,7 @@ impl Page for TestPage {
 }
 
 /// Counts notifications.
-#[derive(Clone, Debug, Default)]
-struct Events(Rc<Cell<u32>>);
-
-impl Notify for Events {
-    fn notify(&self) {
-        self.0.set(self.0.get() + 1);
-    }
-}
-
-impl Events {
-    fn take(&self) -> u32 {
-        self.0.replace(0)
-    }
-}
+type Events = ringbolt_xen_ring::sim::NotifyCounter;
 
 /// The guest memory a test uses: ring page, grant frames, data pages, indirect pages.
 struct Memory {

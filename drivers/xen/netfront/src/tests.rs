@@ -2,8 +2,6 @@ extern crate std;
 
 mod stack;
 
-use std::cell::Cell;
-use std::rc::Rc;
 use std::vec;
 use std::vec::Vec;
 
@@ -28,20 +26,7 @@ const TX_FRAME: u64 = 0x1000;
 const RX_FRAME: u64 = 0x2000;
 
 /// Counts notifications.
-#[derive(Clone, Debug, Default)]
-struct Events(Rc<Cell<u32>>);
-
-impl Notify for Events {
-    fn notify(&self) {
-        self.0.set(self.0.get() + 1);
-    }
-}
-
-impl Events {
-    fn take(&self) -> u32 {
-        self.0.replace(0)
-    }
-}
+type Events = ringbolt_xen_ring::sim::NotifyCounter;
 
 /// The guest memory a test uses: two ring pages, the grant table, buffer pages.
 struct Memory {

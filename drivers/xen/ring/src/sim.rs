@@ -1,6 +1,6 @@
 //! Simulated peers for host tests: the backend's half of a ring, and a log capture.
 //!
-//! [`BackRing`] is `ring.h`'s back end over the same [`SharedMemory`] a [`FrontRing`] uses,
+//! [`NotifyCounter`] counts a frontend's notifications. [`BackRing`] is `ring.h`'s back end over the same [`SharedMemory`] a [`FrontRing`] uses,
 //! sharing its index and slot code, so a test (or another crate's `sim` backend) can play
 //! blkback or netback against the real frontend. It also lets a test misbehave on purpose
 //! ([`BackRing::force_rsp_prod`]). [`capture_logs`] records this thread's `log` output, so a
@@ -21,6 +21,23 @@ use ringbolt_shmem::{OutOfBounds, SharedMemory};
 use ringbolt_xen_abi::io::ring::{RingIdx, sring};
 
 use crate::{Consumer, Layout, Producer, REQUESTS, RESPONSES, RingError};
+
+/// A [`Notify`](crate::Notify) that counts what a frontend sends; clones share the count.
+#[derive(Clone, Debug, Default)]
+pub struct NotifyCounter(std::rc::Rc<core::cell::Cell<u32>>);
+
+impl crate::Notify for NotifyCounter {
+    fn notify(&self) {
+        self.0.set(self.0.get() + 1);
+    }
+}
+
+impl NotifyCounter {
+    /// Notifications since the last call.
+    pub fn take(&self) -> u32 {
+        self.0.replace(0)
+    }
+}
 
 /// The backend's half of a ring: consumes requests, pushes responses.
 #[derive(Debug)]
