@@ -60,7 +60,11 @@ fuzz_target!(|data: &[u8]| {
             }
             5 => {
                 let relid = u32::from(operand() % 4);
-                let regions: &[&_] = if operand() & 1 == 0 { &[&out, &inb] } else { &[&out] };
+                let regions: &[&_] = if operand() & 1 == 0 {
+                    &[&out, &inb]
+                } else {
+                    &[&out]
+                };
                 if let Ok(handle) = conn.create_gpadl(&host, relid, regions) {
                     gpadl = handle;
                 }

@@ -28,7 +28,10 @@ fuzz_target!(|data: &[u8]| {
     if fields.len() > 16 {
         mem.peer_write(header::FEATURE_BITS, &fields[16..]);
     }
-    mem.peer_write(ring::DATA_OFFSET, &rest[..rest.len().min(data_pages * PAGE)]);
+    mem.peer_write(
+        ring::DATA_OFFSET,
+        &rest[..rest.len().min(data_pages * PAGE)],
+    );
     if setup & 4 != 0 {
         // A host that keeps rewriting the ring while we read it.
         let noise: Vec<u8> = rest.iter().rev().copied().take(64).collect();

@@ -22,18 +22,24 @@
 //! done. A platform without one (a plain PVH VMM such as QEMU) has none: [`interfaces`] is
 //! empty and `bind` fails with [`NetError::NoInterface`].
 //!
-//! The interface's IPv4 address is static, from the kernel command line: `ip=A.B.C.D/N`, and
-//! optionally `gw=A.B.C.D` for a default route (without `ip=` the interface has no address and
-//! answers nothing). The stack is smoltcp: it answers ARP and ICMP echo (`ping`) itself, and
-//! runs TCP for the sockets the app opens here. One task drives it, whenever the driver has
-//! news (Xen: the event channel fired), a socket has something to send, or one of smoltcp's
-//! timers (retransmission, delayed ACK) is due.
+//! The interface's IPv4 address comes from the kernel command line: `ip=A.B.C.D/N`, and
+//! optionally `gw=A.B.C.D` for a default route; or, without `ip=` (or with `ip=dhcp`), from a
+//! DHCPv4 server: the stack's DHCP client takes the lease's address and router (and follows
+//! renewals and a lost lease), and [`interfaces`] waits for the first lease, up to
+//! [`DHCP_WAIT`] (after which the interface is listed without an address). The stack is
+//! smoltcp: it answers ARP and ICMP echo (`ping`) itself, and runs TCP for the sockets the app
+//! opens here. One task drives it, whenever the driver has news (Xen: the event channel
+//! fired), a socket has something to send, or one of smoltcp's timers (retransmission,
+//! delayed ACK, DHCP) is due.
 //!
-//! A [`TcpListener`] keeps a few sockets listening on its port, so connections that arrive
-//! together are all taken; [`TcpListener::accept`] hands out each one once its handshake is
-//! done. Each [`TcpStream`] has its own 16 KiB receive and send buffers; dropping it closes
-//! the connection gracefully (what was written is still sent). Streams and listeners are
-//! handles into one stack on one CPU: serve each connection from its own task.
+//! A [`TcpListener`] keeps a backlog of sockets listening on its port (8 with
+//! [`TcpListener::bind`], as many as the app asks with [`TcpListener::bind_with_backlog`]), so
+//! that many connections arriving together are all taken (a SYN finding no listening socket is
+//! answered with a reset); [`TcpListener::accept`] hands out each one once its handshake is
+//! done, and puts a new listening socket in its place at once. Each [`TcpStream`] has its own
+//! 16 KiB receive and send buffers; dropping it closes the connection gracefully (what was
+//! written is still sent). Streams and listeners are handles into one stack on one CPU: serve
+//! each connection from its own task.
 
 use alloc::boxed::Box;
 use alloc::rc::Rc;
@@ -49,7 +55,7 @@ use core::task::Poll;
 use core::time::Duration;
 
 use smoltcp::iface::{Config, Interface as SmolInterface, SocketHandle, SocketSet};
-use smoltcp::socket::tcp;
+use smoltcp::socket::{dhcpv4, tcp};
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Cidr};
 
 use crate::probe::{Probe, Registry};
@@ -57,12 +63,15 @@ use crate::signal::Signals;
 use crate::single_cpu::SingleCpu;
 use crate::task::select;
 
-/// Sockets listening per [`TcpListener`]: connections whose handshakes overlap.
-const BACKLOG: usize = 8;
+/// Sockets listening per [`TcpListener`] from [`TcpListener::bind`]: connections whose
+/// handshakes overlap.
+const DEFAULT_BACKLOG: usize = 8;
 /// Each connection's receive and send buffer.
 const BUFFER: usize = 16 * 1024;
 /// A connection whose peer acknowledges nothing for this long is reset.
 const ACK_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long [`interfaces`] waits for a DHCP lease before listing the interface without one.
+pub const DHCP_WAIT: Duration = Duration::from_secs(30);
 
 /// Why a network operation failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,6 +81,8 @@ pub enum NetError {
     NoInterface,
     /// Port 0, which nothing can listen on.
     InvalidPort,
+    /// A backlog of 0 sockets, which would take no connection.
+    InvalidBacklog,
     /// Another listener has the port.
     PortInUse,
     /// The connection is closed for sending: we closed it, or the peer reset it.
@@ -83,6 +94,7 @@ impl fmt::Display for NetError {
         f.write_str(match self {
             NetError::NoInterface => "no network interface",
             NetError::InvalidPort => "port 0 cannot be listened on",
+            NetError::InvalidBacklog => "a listener needs a backlog of at least 1",
             NetError::PortInUse => "the port is already listened on",
             NetError::Closed => "the connection is closed",
         })
@@ -98,9 +110,9 @@ pub struct Interface {
     pub name: String,
     /// Its Ethernet address.
     pub mac: [u8; 6],
-    /// Its IPv4 address and prefix length (`ip=`), if it has one.
+    /// Its IPv4 address and prefix length (`ip=` or the DHCP lease), if it has one.
     pub ipv4: Option<(Ipv4Addr, u8)>,
-    /// The default gateway (`gw=`), if there is one.
+    /// The default gateway (`gw=` or the lease's router), if there is one.
     pub gateway: Option<Ipv4Addr>,
 }
 
@@ -136,11 +148,10 @@ pub fn stats() -> Option<Stats> {
         .borrow()
         .iter()
         .filter(|(_, socket)| {
-            let smoltcp::socket::Socket::Tcp(socket) = socket;
-            !matches!(
+            matches!(socket, smoltcp::socket::Socket::Tcp(socket) if !matches!(
                 socket.state(),
                 tcp::State::Listen | tcp::State::Closed | tcp::State::TimeWait
-            )
+            ))
         })
         .count() as u64;
     Some(stats)
@@ -171,17 +182,26 @@ impl fmt::Debug for TcpListener {
 }
 
 impl TcpListener {
-    /// Listens on `port` of every address of the interface.
+    /// Listens on `port` of every address of the interface, with a backlog of 8 sockets.
     pub async fn bind(port: u16) -> Result<TcpListener, NetError> {
+        Self::bind_with_backlog(port, DEFAULT_BACKLOG).await
+    }
+
+    /// Listens on `port` of every address of the interface with `backlog` sockets: as many
+    /// connections as may arrive at once (each costs its buffers while it listens).
+    pub async fn bind_with_backlog(port: u16, backlog: usize) -> Result<TcpListener, NetError> {
         if port == 0 {
             return Err(NetError::InvalidPort);
+        }
+        if backlog == 0 {
+            return Err(NetError::InvalidBacklog);
         }
         let stack = stack().await?;
         if stack.ports.borrow().contains(&port) {
             return Err(NetError::PortInUse);
         }
         stack.ports.borrow_mut().push(port);
-        let backlog = (0..BACKLOG).map(|_| stack.listen(port)).collect();
+        let backlog = (0..backlog).map(|_| stack.listen(port)).collect();
         stack.wake();
         Ok(TcpListener {
             stack,
@@ -379,6 +399,12 @@ pub(crate) struct Nic {
 
 /// One interface with its sockets, driven by [`drive`].
 struct Stack {
+    /// The driver's name for the interface, for the log.
+    name: String,
+    /// The DHCP client's socket, if the address comes from DHCP.
+    dhcp: Option<SocketHandle>,
+    /// The DHCP lease's address and router, while there is one.
+    lease: Cell<Option<Ipv4Config>>,
     iface: RefCell<SmolInterface>,
     sockets: RefCell<SocketSet<'static>>,
     driver: RefCell<Box<dyn Driver>>,
@@ -408,62 +434,107 @@ pub(crate) fn attach(mut nic: Nic, probe: &Probe<Interface>) {
         return;
     }
     let args = crate::env::args();
-    let (ipv4, gateway) = match parse_ipv4(args.get("ip"), args.get("gw")) {
-        Ok(config) => config,
-        Err(e) => {
-            log::error!("net: {}: {e}; the interface has no address", nic.name);
-            (None, None)
-        }
-    };
+    let addressing = parse_ipv4(args.get("ip"), args.get("gw"))
+        .inspect_err(|e| log::error!("net: {}: {e}; the interface has no address", nic.name))
+        .ok();
     let now = smoltcp_now();
     let mut config = Config::new(HardwareAddress::Ethernet(EthernetAddress(nic.mac)));
     // TCP's initial sequence numbers: different on every boot, as the clock never quite repeats.
     config.random_seed = crate::time::now().since_boot().as_nanos() as u64;
     let mut iface = nic.driver.interface(config, now);
-    if let Some((addr, prefix)) = ipv4 {
-        iface.update_ip_addrs(|addrs| {
-            // Cannot fail: the list is empty and holds at least one.
-            let _ = addrs.push(IpCidr::Ipv4(Ipv4Cidr::new(addr, prefix)));
-        });
-    }
-    if let Some(gateway) = gateway
-        && let Err(e) = iface.routes_mut().add_default_ipv4_route(gateway)
-    {
-        log::error!("net: {}: default route via {gateway}: {e:?}", nic.name);
-    }
-    match ipv4 {
-        Some((addr, prefix)) => log::info!(
-            "net: {}: {addr}/{prefix}{}",
-            nic.name,
-            gateway.map_or(String::new(), |gw| alloc::format!(" via {gw}"))
-        ),
-        None => log::warn!("net: {}: no address (no ip= on the command line)", nic.name),
+    let mut sockets = SocketSet::new(Vec::new());
+    let mut interface = Interface {
+        name: nic.name.clone(),
+        mac: nic.mac,
+        ipv4: None,
+        gateway: None,
+    };
+    let mut dhcp = None;
+    match addressing {
+        Some(Addressing::Static(config)) => {
+            configure(&nic.name, &mut iface, Some(config), "");
+            (interface.ipv4, interface.gateway) = (Some(config.0), config.1);
+        }
+        Some(Addressing::Dhcp) => dhcp = Some(sockets.add(dhcpv4::Socket::new())),
+        None => {}
     }
     let stack = Rc::new(Stack {
+        name: nic.name,
+        dhcp,
+        lease: Cell::new(None),
         iface: RefCell::new(iface),
-        sockets: RefCell::new(SocketSet::new(Vec::new())),
+        sockets: RefCell::new(sockets),
         driver: RefCell::new(nic.driver),
         ports: RefCell::new(Vec::new()),
         orphans: RefCell::new(Vec::new()),
         accepted: Cell::new(0),
     });
     STACK.with(|slot| *slot = Some(stack.clone()));
-    drop(crate::task::spawn(drive(stack)));
-    probe.add(Interface {
-        name: nic.name,
-        mac: nic.mac,
-        ipv4,
-        gateway,
-    });
+    let unlisted = if dhcp.is_some() {
+        // A probe of its own keeps `interfaces` waiting for the lease after `probe` is gone.
+        Some(Unlisted {
+            probe: self::probe(),
+            interface,
+            deadline: crate::time::uptime() + DHCP_WAIT,
+        })
+    } else {
+        probe.add(interface);
+        None
+    };
+    drop(crate::task::spawn(drive(stack, unlisted)));
+}
+
+/// An interface waiting for its DHCP lease to be listed.
+struct Unlisted {
+    probe: Probe<Interface>,
+    interface: Interface,
+    /// Uptime by which it is listed, leased or not.
+    deadline: Duration,
 }
 
 /// An address with its prefix length, and a gateway.
-type Ipv4Config = (Option<(Ipv4Addr, u8)>, Option<Ipv4Addr>);
+type Ipv4Config = ((Ipv4Addr, u8), Option<Ipv4Addr>);
 
-/// `ip=A.B.C.D/N` and `gw=A.B.C.D` from the command line: the address with its prefix length,
-/// and the gateway. A gateway needs an address.
-fn parse_ipv4(ip: Option<&str>, gw: Option<&str>) -> Result<Ipv4Config, String> {
+/// Where the interface's address comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Addressing {
+    /// `ip=A.B.C.D/N`, and `gw=A.B.C.D` if given.
+    Static(Ipv4Config),
+    /// A DHCP lease: no `ip=`, or `ip=dhcp`.
+    Dhcp,
+}
+
+/// Gives `iface` the address and default route of `config` (none: takes them away) and logs
+/// them, `source` appended (` (dhcp)`).
+fn configure(name: &str, iface: &mut SmolInterface, config: Option<Ipv4Config>, source: &str) {
+    iface.update_ip_addrs(|addrs| {
+        addrs.clear();
+        if let Some(((addr, prefix), _)) = config {
+            // Cannot fail: the list is empty and holds at least one.
+            let _ = addrs.push(IpCidr::Ipv4(Ipv4Cidr::new(addr, prefix)));
+        }
+    });
+    iface.routes_mut().remove_default_ipv4_route();
+    let Some(((addr, prefix), gateway)) = config else {
+        log::warn!("net: {name}: no address{source}");
+        return;
+    };
+    if let Some(gateway) = gateway
+        && let Err(e) = iface.routes_mut().add_default_ipv4_route(gateway)
+    {
+        log::error!("net: {name}: default route via {gateway}: {e:?}");
+    }
+    log::info!(
+        "net: {name}: {addr}/{prefix}{}{source}",
+        gateway.map_or(String::new(), |gw| alloc::format!(" via {gw}"))
+    );
+}
+
+/// `ip=A.B.C.D/N` (or `ip=dhcp`, or none: DHCP) and `gw=A.B.C.D` from the command line. A
+/// gateway needs a static address.
+fn parse_ipv4(ip: Option<&str>, gw: Option<&str>) -> Result<Addressing, String> {
     let address = ip
+        .filter(|&ip| ip != "dhcp")
         .map(|ip| {
             let (addr, prefix) = ip
                 .split_once('/')
@@ -485,10 +556,11 @@ fn parse_ipv4(ip: Option<&str>, gw: Option<&str>) -> Result<Ipv4Config, String> 
                 .map_err(|_| alloc::format!("gw={gw}: not an IPv4 address"))
         })
         .transpose()?;
-    if gateway.is_some() && address.is_none() {
-        return Err("gw= without ip=".into());
+    match (address, gateway) {
+        (Some(address), gateway) => Ok(Addressing::Static((address, gateway))),
+        (None, None) => Ok(Addressing::Dhcp),
+        (None, Some(_)) => Err("gw= without a static ip=".into()),
     }
-    Ok((address, gateway))
 }
 
 impl Stack {
@@ -517,6 +589,23 @@ impl Stack {
         let mut iface = self.iface.borrow_mut();
         let mut sockets = self.sockets.borrow_mut();
         self.driver.borrow_mut().poll(&mut iface, &mut sockets, now);
+        if let Some(handle) = self.dhcp {
+            let lease = match sockets.get_mut::<dhcpv4::Socket<'static>>(handle).poll() {
+                Some(dhcpv4::Event::Configured(lease)) => Some(Some((
+                    (lease.address.address(), lease.address.prefix_len()),
+                    lease.router,
+                ))),
+                Some(dhcpv4::Event::Deconfigured) => Some(None),
+                None => None,
+            };
+            // The client starts by reporting no lease, and renewals the same one.
+            if let Some(lease) = lease
+                && lease != self.lease.get()
+            {
+                configure(&self.name, &mut iface, lease, " (dhcp)");
+                self.lease.set(lease);
+            }
+        }
         self.orphans.borrow_mut().retain(|&handle| {
             let state = sockets.get_mut::<tcp::Socket<'static>>(handle).state();
             let closed = matches!(state, tcp::State::Closed | tcp::State::TimeWait);
@@ -531,10 +620,35 @@ impl Stack {
     }
 }
 
-/// Polls the stack whenever the device has news, a socket wants it, or a timer is due.
-async fn drive(stack: Rc<Stack>) {
+/// Polls the stack whenever the device has news, a socket wants it, or a timer is due; lists
+/// an interface `unlisted` for its lease once it has one, or at its deadline.
+async fn drive(stack: Rc<Stack>, mut unlisted: Option<Unlisted>) {
     loop {
-        let delay = stack.poll();
+        let mut delay = stack.poll();
+        let lease = stack.lease.get();
+        let now = crate::time::uptime();
+        if let Some(Unlisted {
+            probe,
+            mut interface,
+            ..
+        }) = unlisted.take_if(|waiting| lease.is_some() || now >= waiting.deadline)
+        {
+            match lease {
+                Some((address, gateway)) => {
+                    (interface.ipv4, interface.gateway) = (Some(address), gateway)
+                }
+                None => log::warn!(
+                    "net: {}: no DHCP lease within {} s; listed without an address",
+                    interface.name,
+                    DHCP_WAIT.as_secs()
+                ),
+            }
+            probe.add(interface);
+        }
+        if let Some(waiting) = &unlisted {
+            let left = waiting.deadline - now;
+            delay = Some(delay.map_or(left, |delay| delay.min(left)));
+        }
         let news = select(stack.driver.borrow().event(), WAKE.fired(0));
         match delay {
             Some(delay) => {

@@ -3,8 +3,8 @@
 #
 # Starts what `xl` needs (Xen device modules, xenfs, xenstored, the dom0 xenstore entries,
 # xenconsoled logging every guest console to a file), puts up bridge xenbr0 on TEST-NET-1 for
-# guest vifs, runs the per-run script /harness/run.sh that xtask appended to this initramfs,
-# and powers off, which makes Xen enter ACPI S5 and QEMU exit.
+# guest vifs with a DHCP server on it, runs the per-run script /harness/run.sh that xtask
+# appended to this initramfs, and powers off, which makes Xen enter ACPI S5 and QEMU exit.
 # Lines starting with HARNESS- are read by xtask (src/xen/run.rs); keep them in step.
 export PATH=/usr/local/sbin:/usr/sbin:/usr/bin:/usr/lib/xen-4.17/bin:/usr/local/bin
 export HOME=/root TERM=vt100
@@ -53,6 +53,19 @@ ip link add xenbr0 type bridge
 ip link set xenbr0 type bridge stp_state 0 forward_delay 0
 ip addr add 192.0.2.1/24 dev xenbr0
 ip link set xenbr0 up
+# DHCP on the bridge for guests without a static ip= (busybox udhcpd, a daemon), leasing from
+# the top of the subnet, clear of the static 192.0.2.2. `-a 200`: it ARP-probes an address for
+# 200 ms, not 2 s, before offering it.
+cat >/etc/udhcpd.conf <<'EOF'
+start 192.0.2.100
+end 192.0.2.150
+interface xenbr0
+lease_file /run/udhcpd.leases
+option router 192.0.2.1
+option subnet 255.255.255.0
+EOF
+: >/run/udhcpd.leases
+udhcpd -a 200 /etc/udhcpd.conf || fail "udhcpd"
 echo "HARNESS-DOM0-READY kernel=$(uname -r)"
 
 if [ -x /harness/run.sh ]; then

@@ -13,7 +13,8 @@
 #   guest| <console line>
 #   probe| <line>                              output of /harness/<name>.probe, if there is
 #                                              one, run when the shutdown trigger (below)
-#                                              appears and before `xl shutdown`
+#                                              appears and before `xl shutdown`, with the
+#                                              console line that held the trigger as $1
 #   HARNESS-SHUTDOWN-SENT n=N at_us=T          `xl shutdown` ran: a console line contained the
 #                                              text in /harness/<name>.shutdown-on
 #   HARNESS-DISK-SHA256 n=N sha256=H          the disk image's hash once the domain is gone
@@ -44,11 +45,12 @@ stream_console() {
         done
 }
 
-# Runs the probe script $1, if there is one, its output (stdout and stderr) as "probe| " lines.
+# Runs the probe script $1, if there is one, with the console line that triggered it ($2) as
+# its argument; its output (stdout and stderr) as "probe| " lines.
 run_probe() {
     local line
     [ -x "$1" ] || return 0
-    "$1" 2>&1 | while IFS= read -r line || [ -n "$line" ]; do
+    "$1" "$2" 2>&1 | while IFS= read -r line || [ -n "$line" ]; do
         echo "probe| $line"
     done
 }
@@ -82,9 +84,9 @@ for NAME in $NAMES; do
     stream_console "$CONSOLE" "$FIRST" &
     STREAM=$!
     if [ -f "/harness/$NAME.shutdown-on" ]; then
-        (tail -q -n +1 -F -s 0.2 --pid="$KEEPER" "$CONSOLE" 2>/dev/null |
-            grep -q -m 1 -F -f "/harness/$NAME.shutdown-on" &&
-            run_probe "/harness/$NAME.probe" &&
+        (trigger=$(tail -q -n +1 -F -s 0.2 --pid="$KEEPER" "$CONSOLE" 2>/dev/null |
+            grep -m 1 -F -f "/harness/$NAME.shutdown-on") &&
+            run_probe "/harness/$NAME.probe" "$trigger" &&
             echo "HARNESS-SHUTDOWN-SENT n=$n at_us=${EPOCHREALTIME/./}" &&
             "$XL" shutdown "$NAME" >/dev/null 2>&1) &
     fi

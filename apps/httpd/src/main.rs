@@ -4,9 +4,14 @@
 //! counters; `GET` and `HEAD` only. Connections are kept alive (HTTP/1.1's default, or
 //! HTTP/1.0's `Connection: keep-alive`) until the client closes, asks to close, or is idle for
 //! [`IDLE`]; each connection has its own task. The address comes from the kernel command line
-//! (`ip=192.0.2.2/24 gw=192.0.2.1`); once listening, httpd prints
+//! (`ip=192.0.2.2/24 gw=192.0.2.1`, or a DHCP lease); once listening, httpd prints
 //! `httpd: listening on <ip>:80`. No interface, or one without an address, is an error and
 //! exit status 1; otherwise httpd serves until the VM is stopped.
+//!
+//! Arguments: `backlog=N` sockets listen at once ([`BACKLOG`] by default: as many
+//! connections as may arrive together, e.g. a load generator opening them all at once), and
+//! `access-log` prints `httpd: <method> <path> <status>` for each request (off by default: a
+//! console line per request would throttle the server under load).
 #![no_std]
 #![no_main]
 #![forbid(unsafe_code)]
@@ -24,6 +29,8 @@ use ringbolt::net::{NetError, TcpListener, TcpStream};
 use ringbolt::{ExitCode, println};
 
 const PORT: u16 = 80;
+/// Sockets listening at once, unless `backlog=N` says otherwise.
+const BACKLOG: usize = 64;
 /// The page at `/`.
 const PAGE: &str = "hello from ringbolt\n";
 /// The longest request head (request line and headers) we take.
@@ -53,8 +60,14 @@ async fn run() -> Result<(), String> {
     let interface = interfaces.first().ok_or("no network interface")?;
     let (ip, _) = interface
         .ipv4
-        .ok_or_else(|| format!("{} has no address (ip=A.B.C.D/N)", interface.name))?;
-    let listener = TcpListener::bind(PORT)
+        .ok_or_else(|| format!("{} has no address (ip=A.B.C.D/N or DHCP)", interface.name))?;
+    let args = ringbolt::env::args();
+    let backlog = args
+        .parse("backlog")
+        .unwrap_or(Ok(BACKLOG))
+        .map_err(|e| format!("backlog=: {e}"))?;
+    let access_log = args.flag("access-log");
+    let listener = TcpListener::bind_with_backlog(PORT, backlog)
         .await
         .map_err(|e| format!("listening on port {PORT}: {e}"))?;
     println!("httpd: listening on {ip}:{PORT}");
@@ -65,12 +78,16 @@ async fn run() -> Result<(), String> {
             .await
             .map_err(|e| format!("accepting: {e}"))?;
         counters.connections.set(counters.connections.get() + 1);
-        drop(ringbolt::task::spawn(serve(stream, counters.clone())));
+        drop(ringbolt::task::spawn(serve(
+            stream,
+            counters.clone(),
+            access_log,
+        )));
     }
 }
 
 /// Answers requests on one connection until it should close.
-async fn serve(mut stream: TcpStream, counters: Rc<Counters>) {
+async fn serve(mut stream: TcpStream, counters: Rc<Counters>, access_log: bool) {
     let mut buffered = Vec::new();
     loop {
         let head = match ringbolt::time::timeout(IDLE, read_head(&mut stream, &mut buffered)).await
@@ -83,7 +100,9 @@ async fn serve(mut stream: TcpStream, counters: Rc<Counters>) {
         let request = Request::parse(&head);
         let response = respond(&request, &counters);
         let keep_alive = request.as_ref().is_ok_and(|r| r.keep_alive);
-        if let Ok(request) = &request {
+        if let Ok(request) = &request
+            && access_log
+        {
             println!(
                 "httpd: {} {} {}",
                 request.method, request.path, response.status

@@ -3,6 +3,7 @@
 //! The checks are pure functions of what dom0 saw ([`Domain`]), so they are tested here
 //! against console lines; every problem names its check and quotes the line it read.
 
+use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -47,10 +48,11 @@ pub enum Checks {
     /// The guest took `xl shutdown` through xenstore, stopped the app and powered off with
     /// status 0, within [`SHUTDOWN_LIMIT`] of the request.
     ToolstackShutdown,
-    /// httpd listened on [`HTTPD_IP`], answered dom0's pings and served its page and counters
-    /// over one connection and to four concurrent ones ([`HTTPD_PROBE`]), then stopped as for
-    /// [`ToolstackShutdown`](Checks::ToolstackShutdown).
-    Httpd,
+    /// httpd listened on the address `addressing` gives it, answered dom0's pings there,
+    /// served its page and counters over one connection and to four concurrent ones, and took
+    /// wrk's load of 64 connections without a socket error or a non-2xx response
+    /// ([`HTTPD_PROBE`]), then stopped as for [`ToolstackShutdown`](Checks::ToolstackShutdown).
+    Httpd(Addressing),
 }
 
 /// How long a guest may take from `xl shutdown` to its shutdown (issue 5: 5 s).
@@ -59,11 +61,50 @@ const SHUTDOWN_LIMIT: Duration = Duration::from_secs(5);
 const HELLO_WAITING: &str = "hello: waiting to be stopped";
 const POWEROFF_REQUESTED: &str = "xenstore: poweroff requested by the toolstack";
 
-/// httpd's address on dom0's bridge (192.0.2.1/24, xtask/xen/dom0-init.sh) and command line.
-const HTTPD_IP: &str = "192.0.2.2";
-const HTTPD_APPEND: &str = "ip=192.0.2.2/24 gw=192.0.2.1";
-/// httpd's line once it listens: dom0 then runs [`HTTPD_PROBE`] and `xl shutdown`.
-const HTTPD_LISTENING: &str = "httpd: listening on 192.0.2.2:80";
+/// Where httpd's address on dom0's bridge (192.0.2.1/24, xtask/xen/dom0-init.sh) comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Addressing {
+    /// [`HTTPD_STATIC_IP`], from the command line.
+    Static,
+    /// `ip=dhcp`: a lease from dom0's udhcpd, in [`DHCP_RANGE`], logged by the kernel.
+    Dhcp,
+}
+
+impl Addressing {
+    /// httpd's command line.
+    fn append(self) -> &'static str {
+        match self {
+            Addressing::Static => "ip=192.0.2.2/24 gw=192.0.2.1",
+            Addressing::Dhcp => "ip=dhcp",
+        }
+    }
+
+    /// What is wrong with `ip` as httpd's address, given the `console` that announced it.
+    fn check(self, ip: Ipv4Addr, console: &[String]) -> Option<String> {
+        match self {
+            Addressing::Static if ip == HTTPD_STATIC_IP => None,
+            Addressing::Static => Some(format!("httpd: listening on {ip}, not {HTTPD_STATIC_IP}")),
+            Addressing::Dhcp if !DHCP_RANGE.contains(&ip) => Some(format!(
+                "dhcp: httpd listening on {ip}, outside udhcpd's {}-{}",
+                DHCP_RANGE.start(),
+                DHCP_RANGE.end()
+            )),
+            Addressing::Dhcp => {
+                let lease = format!("net: vif0: {ip}/24 via 192.0.2.1 (dhcp)");
+                (!console.iter().any(|line| line.ends_with(&lease)))
+                    .then(|| format!("dhcp: no {lease:?} line"))
+            }
+        }
+    }
+}
+
+/// httpd's static address, and the addresses dom0's udhcpd leases (xtask/xen/dom0-init.sh).
+const HTTPD_STATIC_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+const DHCP_RANGE: std::ops::RangeInclusive<Ipv4Addr> =
+    Ipv4Addr::new(192, 0, 2, 100)..=Ipv4Addr::new(192, 0, 2, 150);
+/// httpd's line once it listens (`httpd: listening on A.B.C.D:80`): dom0 then runs
+/// [`HTTPD_PROBE`] with the line, and `xl shutdown`.
+const HTTPD_LISTENING: &str = "httpd: listening on ";
 /// What dom0 runs against httpd (its header says what it prints).
 const HTTPD_PROBE: &str = include_str!("../../xen/httpd-probe.sh");
 /// The page at `/`, and the `/stats` lines that show both requests came over one connection.
@@ -72,12 +113,19 @@ const HTTPD_KEEP_ALIVE: [&str; 2] = ["curl-body: requests 2", "curl-body: connec
 /// The page as each of the concurrent fetches got it, and how many there are.
 const HTTPD_PARALLEL_PAGE: &str = "parallel-body: hello from ringbolt";
 const HTTPD_PARALLEL: usize = 4;
+/// The prefix of the probe's lines of wrk's output, and of its exit status line.
+const WRK_LINE: &str = "wrk: ";
+const WRK_STATUS: &str = "wrk-status ";
 
-/// httpd as a domU in `mode` with a vif on dom0's bridge: pinged and fetched from dom0, then
-/// stopped with `xl shutdown`.
-pub fn httpd(kernel: &Path, mode: Mode) -> Case {
+/// httpd as a domU in `mode` with a vif on dom0's bridge, its address from `addressing`:
+/// pinged, fetched and loaded with wrk from dom0, then stopped with `xl shutdown`.
+pub fn httpd(kernel: &Path, mode: Mode, addressing: Addressing) -> Case {
+    let how = match addressing {
+        Addressing::Static => "",
+        Addressing::Dhcp => " with a DHCP lease",
+    };
     Case {
-        name: format!("httpd answers ping and HTTP from dom0 as a Xen {mode} domU"),
+        name: format!("httpd{how} answers ping, HTTP and wrk from dom0 as a Xen {mode} domU"),
         guest: Guest {
             mode,
             vif: true,
@@ -87,12 +135,12 @@ pub fn httpd(kernel: &Path, mode: Mode) -> Case {
             image: Image {
                 kernel: kernel.to_owned(),
                 ramdisk: None,
-                append: HTTPD_APPEND.to_owned(),
+                append: addressing.append().to_owned(),
                 mem_mib: 64,
             },
         },
         ends: Reason::Poweroff,
-        checks: Checks::Httpd,
+        checks: Checks::Httpd(addressing),
     }
 }
 
@@ -210,11 +258,17 @@ pub fn problems(case: &Case, domain: &Domain) -> Vec<String> {
             problems.extend(check_exit(console, "127 (panic)"));
         }
         Checks::ToolstackShutdown => problems.extend(check_toolstack_shutdown(domain)),
-        Checks::Httpd => {
-            if !console.iter().any(|line| line.contains(HTTPD_LISTENING)) {
-                problems.push(format!("httpd: no {HTTPD_LISTENING:?} line"));
+        Checks::Httpd(addressing) => {
+            match listening_address(console) {
+                Some(ip) => {
+                    problems.extend(addressing.check(ip, console));
+                    problems.extend(check_probe(&domain.trace.probe, ip));
+                }
+                None => problems.push(format!("httpd: no \"{HTTPD_LISTENING}A.B.C.D:80\" line")),
             }
-            problems.extend(check_probe(&domain.trace.probe));
+            if let Err(problem) = wrk_summary(&domain.trace.probe) {
+                problems.push(problem);
+            }
             problems.extend(check_toolstack_shutdown(domain));
         }
         Checks::BlkCheck => {
@@ -249,13 +303,26 @@ fn check_toolstack_shutdown(domain: &Domain) -> Vec<String> {
     problems
 }
 
-/// What is wrong with what dom0's probe of httpd printed: ping must have had replies, curl
-/// the page and both requests on one connection, and the concurrent fetches the page each.
-fn check_probe(probe: &[String]) -> Vec<String> {
+/// The address in httpd's `httpd: listening on A.B.C.D:80` line.
+fn listening_address(console: &[String]) -> Option<Ipv4Addr> {
+    console.iter().find_map(|line| {
+        let (_, rest) = line.split_once(HTTPD_LISTENING)?;
+        rest.strip_suffix(":80")?.parse().ok()
+    })
+}
+
+/// What is wrong with what dom0's probe of httpd at `ip` printed: it must have probed `ip`,
+/// ping must have had replies, curl the page and both requests on one connection, and the
+/// concurrent fetches the page each.
+fn check_probe(probe: &[String], ip: Ipv4Addr) -> Vec<String> {
     let mut problems = Vec::new();
+    let probed = format!("probe-address {ip}");
+    if !probe.contains(&probed) {
+        problems.push(format!("probe: no {probed:?} line"));
+    }
     match probe.iter().find_map(|line| ping_replies(line)) {
         Some((_, 0)) | None => problems.push(format!(
-            "ping {HTTPD_IP}: no replies ({})",
+            "ping {ip}: no replies ({})",
             probe
                 .iter()
                 .find(|line| line.contains("packets transmitted") || line.contains("ping-status"))
@@ -266,7 +333,7 @@ fn check_probe(probe: &[String]) -> Vec<String> {
     for expected in [HTTPD_PAGE].iter().chain(&HTTPD_KEEP_ALIVE) {
         if !probe.iter().any(|line| line == expected) {
             problems.push(format!(
-                "curl http://{HTTPD_IP}/: no {expected:?} ({})",
+                "curl http://{ip}/: no {expected:?} ({})",
                 status_line(probe, "curl-status ")
             ));
         }
@@ -282,6 +349,80 @@ fn check_probe(probe: &[String]) -> Vec<String> {
         ));
     }
     problems
+}
+
+/// What wrk measured, from its summary.
+#[derive(Debug, PartialEq)]
+struct WrkSummary {
+    requests_per_sec: f64,
+    /// The mean latency as wrk prints it (`5.12ms`).
+    latency: String,
+}
+
+/// wrk's summary from the probe's `wrk: ` lines: it must have run to the end (its
+/// `Requests/sec:` line and exit status 0) with no socket error (a `Socket errors: connect N,
+/// read N, write N, timeout N` line, printed only if there were any) and every response 2xx or
+/// 3xx (a `Non-2xx or 3xx responses: N` line, likewise); `Err` says what went wrong.
+fn wrk_summary(probe: &[String]) -> Result<WrkSummary, String> {
+    let output: Vec<&str> = probe
+        .iter()
+        .filter_map(|line| Some(line.strip_prefix(WRK_LINE)?.trim()))
+        .collect();
+    let value = |label: &str| output.iter().find_map(|line| line.strip_prefix(label));
+    let status = probe
+        .iter()
+        .find_map(|line| line.strip_prefix(WRK_STATUS))
+        .unwrap_or("none");
+    let requests_per_sec = value("Requests/sec:").and_then(|rate| rate.trim().parse().ok());
+    let (Some(requests_per_sec), "0") = (requests_per_sec, status) else {
+        return Err(format!(
+            "wrk: did not complete (exit status {status}){}",
+            output
+                .last()
+                .map_or(String::new(), |line| format!(", last line {line:?}"))
+        ));
+    };
+    if let Some(errors) = value("Socket errors:") {
+        let counts = errors.split(',').map(|count| {
+            count
+                .split_whitespace()
+                .last()
+                .and_then(|n| n.parse::<u64>().ok())
+        });
+        // An unreadable count is taken as an error too.
+        if counts.clone().any(|n| n != Some(0)) || counts.count() == 0 {
+            return Err(format!("wrk: socket errors:{errors}"));
+        }
+    }
+    if let Some(responses) = value("Non-2xx or 3xx responses:")
+        && responses.trim() != "0"
+    {
+        return Err(format!(
+            "wrk: {} responses not 2xx or 3xx",
+            responses.trim()
+        ));
+    }
+    let latency = value("Latency")
+        .and_then(|stats| stats.split_whitespace().next())
+        .unwrap_or("?")
+        .to_owned();
+    Ok(WrkSummary {
+        requests_per_sec,
+        latency,
+    })
+}
+
+/// A figure worth reporting from how `domain` went (not a check): wrk's rate against httpd.
+fn detail(case: &Case, domain: &Domain) -> Option<String> {
+    match case.checks {
+        Checks::Httpd(_) => wrk_summary(&domain.trace.probe).ok().map(|wrk| {
+            format!(
+                "wrk {:.1} requests/s, mean latency {}",
+                wrk.requests_per_sec, wrk.latency
+            )
+        }),
+        _ => None,
+    }
 }
 
 /// The probe's line starting with `prefix` (a command's exit status), for a message.
@@ -368,7 +509,14 @@ pub fn run(
             let took = domain.trace.end().map_or(String::new(), |end| {
                 format!(" (xl create -> end {})", secs(end, 2))
             });
-            (format!("{}{took}", case.name), Ok(problems.is_empty()))
+            let detail = detail(case, domain).map_or(String::new(), |detail| {
+                println!("xtask: xen:   {detail}");
+                format!("; {detail}")
+            });
+            (
+                format!("{}{took}{detail}", case.name),
+                Ok(problems.is_empty()),
+            )
         })
         .collect()
 }
@@ -594,9 +742,88 @@ mod tests {
         assert_eq!(ping_replies("x packets transmitted, 3 received"), None);
     }
 
+    /// What the probe of a healthy httpd at `ip` prints.
+    fn good_probe(ip: &str) -> Vec<String> {
+        let mut probe = lines(&[
+            &format!("probe-address {ip}"),
+            &format!("PING {ip} ({ip}) 56(84) bytes of data."),
+            "3 packets transmitted, 3 received, 0% packet loss, time 2003ms",
+            "ping-status 0",
+            "curl-body: hello from ringbolt",
+            "curl-body: requests 2",
+            "curl-body: connections 1",
+            "curl-status 0",
+            "parallel-body: hello from ringbolt",
+            "parallel-body: hello from ringbolt",
+            "parallel-body: hello from ringbolt",
+            "parallel-body: hello from ringbolt",
+            "parallel-status 0",
+        ]);
+        probe.extend(lines(&WRK_GOOD));
+        probe
+    }
+
+    /// An httpd domain stopped by `xl shutdown`, with this console and probe output.
+    fn httpd_ended(console: &[&str], probe: &[String]) -> Domain {
+        let mut trace = run::tests::traced(&[
+            CREATED,
+            "HARNESS-SHUTDOWN-SENT n=1 at_us=1795586470000000",
+            "HARNESS-END n=1 reason=poweroff code=0 first_us= end_us=1795586471000000",
+        ]);
+        trace.console = lines(console);
+        trace.probe = probe.to_vec();
+        Domain {
+            reason: Reason::Poweroff,
+            trace,
+        }
+    }
+
+    #[test]
+    fn httpd_with_dhcp_needs_a_lease_in_range_logged_by_the_kernel_and_probed() {
+        let case = httpd(Path::new("/httpd"), Mode::Pv, Addressing::Dhcp);
+        assert_eq!(case.guest.image.append, "ip=dhcp");
+        let console = |ip: &str| {
+            [
+                format!("[    0.9] INFO  net: vif0: {ip}/24 via 192.0.2.1 (dhcp)"),
+                format!("httpd: listening on {ip}:80"),
+                "[    9.2] INFO  xenstore: poweroff requested by the toolstack".to_owned(),
+                "ringbolt: exit status 0".to_owned(),
+            ]
+        };
+        let ended = |console: &[String], probe: &[String]| {
+            let console: Vec<&str> = console.iter().map(String::as_str).collect();
+            problems(&case, &httpd_ended(&console, probe))
+        };
+        let leased = console("192.0.2.100");
+        assert_eq!(
+            ended(&leased, &good_probe("192.0.2.100")),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            ended(&leased[1..], &good_probe("192.0.2.100")),
+            [r#"dhcp: no "net: vif0: 192.0.2.100/24 via 192.0.2.1 (dhcp)" line"#]
+        );
+        assert_eq!(
+            ended(&console("192.0.2.151"), &good_probe("192.0.2.151")),
+            ["dhcp: httpd listening on 192.0.2.151, outside udhcpd's 192.0.2.100-192.0.2.150"]
+        );
+        assert_eq!(
+            ended(&leased, &good_probe("192.0.2.2")),
+            [r#"probe: no "probe-address 192.0.2.100" line"#]
+        );
+        assert_eq!(
+            listening_address(&lines(&["httpd: listening on 192.0.2.7:80"])),
+            Some(Ipv4Addr::new(192, 0, 2, 7))
+        );
+        assert_eq!(
+            listening_address(&lines(&["httpd: listening on 192.0.2:80"])),
+            None
+        );
+    }
+
     #[test]
     fn httpd_needs_its_line_pings_the_page_keep_alive_and_a_clean_shutdown() {
-        let case = httpd(Path::new("/httpd"), Mode::Pv);
+        let case = httpd(Path::new("/httpd"), Mode::Pv, Addressing::Static);
         assert!(case.guest.vif);
         assert_eq!(case.guest.image.append, "ip=192.0.2.2/24 gw=192.0.2.1");
         assert_eq!(case.guest.shutdown_on.as_deref(), Some(HTTPD_LISTENING));
@@ -614,41 +841,17 @@ mod tests {
             "[    9.2] INFO  xenstore: poweroff requested by the toolstack",
             "ringbolt: exit status 0",
         ];
-        let probe = [
-            "PING 192.0.2.2 (192.0.2.2) 56(84) bytes of data.",
-            "3 packets transmitted, 3 received, 0% packet loss, time 2003ms",
-            "ping-status 0",
-            "curl-body: hello from ringbolt",
-            "curl-body: requests 2",
-            "curl-body: connections 1",
-            "curl-status 0",
-            "parallel-body: hello from ringbolt",
-            "parallel-body: hello from ringbolt",
-            "parallel-body: hello from ringbolt",
-            "parallel-body: hello from ringbolt",
-            "parallel-status 0",
-        ];
-        let ended = |console: &[&str], probe: &[&str]| {
-            let mut trace = run::tests::traced(&[
-                CREATED,
-                "HARNESS-SHUTDOWN-SENT n=1 at_us=1795586470000000",
-                "HARNESS-END n=1 reason=poweroff code=0 first_us= end_us=1795586471000000",
-            ]);
-            trace.console = lines(console);
-            trace.probe = lines(probe);
-            Domain {
-                reason: Reason::Poweroff,
-                trace,
-            }
-        };
+        let probe = good_probe("192.0.2.2");
+        let ended = httpd_ended;
         assert!(problems(&case, &ended(&console, &probe)).is_empty());
-        let unreachable = [
+        let unreachable = lines(&[
+            "probe-address 192.0.2.2",
             "3 packets transmitted, 0 received, 100% packet loss, time 2041ms",
             "ping-status 1",
             "curl-status 28",
             "parallel-body: hello from ringbolt",
             "parallel-status 7",
-        ];
+        ]);
         assert_eq!(
             problems(&case, &ended(&console[1..], &unreachable)),
             [
@@ -658,6 +861,7 @@ mod tests {
                 "curl http://192.0.2.2/: no \"curl-body: requests 2\" (curl-status 28)",
                 "curl http://192.0.2.2/: no \"curl-body: connections 1\" (curl-status 28)",
                 "concurrent curl: 1 of 4 fetches got the page (parallel-status 7)",
+                "wrk: did not complete (exit status none)",
             ]
         );
         assert_eq!(
@@ -670,15 +874,91 @@ mod tests {
         assert_eq!(
             problems(&case, &ended(&console[2..], &[])),
             [
-                format!("httpd: no {HTTPD_LISTENING:?} line"),
-                "ping 192.0.2.2: no replies (no summary)".to_owned(),
-                r#"curl http://192.0.2.2/: no "curl-body: hello from ringbolt" (no status line)"#
-                    .to_owned(),
-                r#"curl http://192.0.2.2/: no "curl-body: requests 2" (no status line)"#.to_owned(),
-                r#"curl http://192.0.2.2/: no "curl-body: connections 1" (no status line)"#
-                    .to_owned(),
-                "concurrent curl: 0 of 4 fetches got the page (no status line)".to_owned(),
+                r#"httpd: no "httpd: listening on A.B.C.D:80" line"#,
+                "wrk: did not complete (exit status none)",
             ]
+        );
+        assert_eq!(
+            detail(&case, &ended(&console, &probe)).as_deref(),
+            Some("wrk 1788.2 requests/s, mean latency 35.50ms")
+        );
+    }
+
+    /// wrk 4.1's summary of a clean run, as the probe prints it.
+    const WRK_GOOD: [&str; 10] = [
+        "wrk: Running 10s test @ http://192.0.2.2/",
+        "wrk:   2 threads and 64 connections",
+        "wrk:   Thread Stats   Avg      Stdev     Max   +/- Stdev",
+        "wrk:     Latency    35.50ms   10.20ms 200.00ms   80.00%",
+        "wrk:     Req/Sec   900.00    100.00     1.10k    70.00%",
+        "wrk:   17900 requests in 10.01s, 2.90MB read",
+        "wrk: Requests/sec:   1788.21",
+        "wrk: Transfer/sec:    296.86KB",
+        "wrk-status 0",
+        "ping-status 0",
+    ];
+
+    fn wrk(output: &[&str]) -> Result<WrkSummary, String> {
+        wrk_summary(&lines(output))
+    }
+
+    #[test]
+    fn reads_wrks_rate_and_latency_from_a_clean_run() {
+        assert_eq!(
+            wrk(&WRK_GOOD),
+            Ok(WrkSummary {
+                requests_per_sec: 1788.21,
+                latency: "35.50ms".to_owned()
+            })
+        );
+        // A "Socket errors" line of zeros is no error.
+        let mut zeros = WRK_GOOD.to_vec();
+        zeros.insert(
+            6,
+            "wrk:   Socket errors: connect 0, read 0, write 0, timeout 0",
+        );
+        zeros.insert(7, "wrk:   Non-2xx or 3xx responses: 0");
+        assert!(wrk(&zeros).is_ok());
+    }
+
+    #[test]
+    fn wrk_fails_on_socket_errors_bad_responses_or_an_unfinished_run() {
+        let with = |extra: &str| {
+            let mut lines = WRK_GOOD.to_vec();
+            lines.insert(6, extra);
+            wrk(&lines)
+        };
+        assert_eq!(
+            with("wrk:   Socket errors: connect 12, read 0, write 0, timeout 3"),
+            Err("wrk: socket errors: connect 12, read 0, write 0, timeout 3".to_owned())
+        );
+        assert_eq!(
+            with("wrk:   Socket errors: connect x"),
+            Err("wrk: socket errors: connect x".to_owned())
+        );
+        assert_eq!(
+            with("wrk:   Non-2xx or 3xx responses: 5"),
+            Err("wrk: 5 responses not 2xx or 3xx".to_owned())
+        );
+        let mut failed = WRK_GOOD[..2].to_vec();
+        failed.push("wrk-status 1");
+        assert_eq!(
+            wrk(&failed),
+            Err(
+                "wrk: did not complete (exit status 1), last line \"2 threads and 64 \
+                 connections\""
+                    .to_owned()
+            )
+        );
+        let mut killed = WRK_GOOD.to_vec();
+        killed[8] = "wrk-status 137";
+        assert_eq!(
+            wrk(&killed),
+            Err(
+                "wrk: did not complete (exit status 137), last line \"Transfer/sec:    \
+                 296.86KB\""
+                    .to_owned()
+            )
         );
     }
 

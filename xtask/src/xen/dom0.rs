@@ -31,6 +31,9 @@ const ROOTFS_PACKAGES: &[&str] = &[
     "procps",
     "iputils-ping",
     "curl",
+    "wrk",
+    // /etc/services: wrk resolves the URL's scheme to a port through it.
+    "netbase",
     "sed",
     "grep",
     "gawk",

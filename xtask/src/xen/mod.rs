@@ -288,8 +288,9 @@ pub fn bench_verb(mut args: Args) -> Result<ExitCode, String> {
 pub type Verdict = (String, Result<bool, String>);
 
 /// `cargo xtask test xen`: hello as Xen's PV dom0, then, in one dom0 boot, hello's report and
-/// panic as a PVH and as a PV domU, blk-check's disk round trip as each, and httpd answering
-/// dom0's ping and HTTP requests over its vif as each.
+/// panic as a PVH and as a PV domU, blk-check's disk round trip as each, httpd answering
+/// dom0's ping, HTTP requests and wrk's load over its vif as each, and httpd with a DHCP lease
+/// as a PV domU.
 pub fn test_stage(
     hello: &Result<PathBuf, String>,
     blk_check: &Result<PathBuf, String>,
@@ -343,7 +344,10 @@ fn stage_verdicts(
     cases.extend([Mode::Pvh, Mode::Pv].map(|mode| cases::hello_shutdown(&hello, mode)));
     cases.push(cases::blk_check(&blk_check, Mode::Pvh, 1));
     cases.push(cases::blk_check(&blk_check, Mode::Pv, 2));
-    cases.extend([Mode::Pvh, Mode::Pv].map(|mode| cases::httpd(&httpd, mode)));
+    cases.extend(
+        [Mode::Pvh, Mode::Pv].map(|mode| cases::httpd(&httpd, mode, cases::Addressing::Static)),
+    );
+    cases.push(cases::httpd(&httpd, Mode::Pv, cases::Addressing::Dhcp));
     verdicts.extend(cases::run(&layout, &dom0, &cases, CASE_WAIT, false));
     Ok(verdicts)
 }

@@ -51,7 +51,8 @@ pub struct Guest {
     /// the guest's `control/shutdown` handling) and stamps when.
     pub shutdown_on: Option<String>,
     /// A bash script dom0 runs when [`shutdown_on`](Self::shutdown_on)'s text appears, before
-    /// `xl shutdown`: its output comes back as [`Trace::probe`].
+    /// `xl shutdown`, with the console line that held the text as its argument: its output
+    /// comes back as [`Trace::probe`].
     pub probe: Option<String>,
     pub image: Image,
 }
