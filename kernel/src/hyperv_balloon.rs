@@ -68,6 +68,7 @@ pub(crate) async fn serve(relid: u32) {
         return;
     }
     let mut next_report = platform().now();
+    let mut held = 0;
     loop {
         let polled = balloon.poll(&mut open.channel, host, &mut KernelPages, |outcome| {
             match outcome {
@@ -90,6 +91,15 @@ pub(crate) async fn serve(relid: u32) {
         if let Err(e) = polled {
             log::error!("balloon: channel broken: {e:?}");
             return;
+        }
+        let now_held = balloon.balloon().ballooned().pages();
+        if now_held != held {
+            held = now_held;
+            log::info!(
+                "balloon: the host holds {held} pages ({} MiB), {} KiB free",
+                (held * PAGE) >> 20,
+                memory::stats().free_bytes / 1024
+            );
         }
         let now = platform().now();
         if now >= next_report {

@@ -7,6 +7,8 @@
 # command line, one argument a line. xtask reads these lines:
 #   HARNESS-L2-START              L1 is up, L2's QEMU starts now
 #   HARNESS-L2-EXIT status=N      L2's QEMU exited with N (may follow unended guest output)
+#   HARNESS-MONITOR COMMAND       COMMAND went to L2's monitor (the run folder's `monitor`
+#                                 file: trigger text, delay in seconds, command)
 #   HARNESS-L1-FAILED why=WHAT    L1 cannot run L2
 /bin/busybox --install -s /bin
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
@@ -41,7 +43,26 @@ else
         set -- "$@" "$arg"
     done </host/run/harness/l2-command
     echo "HARNESS-L2-START"
-    TMPDIR=/tmp chroot /host "$@" </dev/null 2>&1
-    echo "HARNESS-L2-EXIT status=$?"
+    if [ -f /host/run/harness/monitor ]; then
+        # L2's monitor is a QEMU pipe chardev: write commands to .in, drain its echo from .out.
+        { read -r trigger; read -r delay; read -r command; } </host/run/harness/monitor
+        mkfifo /host/tmp/hv-monitor.in /host/tmp/hv-monitor.out
+        cat /host/tmp/hv-monitor.out >/dev/null &
+        # Watch L2's console line by line for the trigger; the status goes round the pipe.
+        { TMPDIR=/tmp chroot /host "$@" </dev/null 2>&1; echo $? >/host/tmp/l2-status; } |
+            while IFS= read -r line || [ -n "$line" ]; do
+                printf '%s\n' "$line"
+                case "$line" in
+                    *"$trigger"*)
+                        (sleep "$delay"; echo "HARNESS-MONITOR $command"
+                            printf '%s\n' "$command" >/host/tmp/hv-monitor.in) &
+                        trigger="\n never again \n" ;;
+                esac
+            done
+        echo "HARNESS-L2-EXIT status=$(cat /host/tmp/l2-status)"
+    else
+        TMPDIR=/tmp chroot /host "$@" </dev/null 2>&1
+        echo "HARNESS-L2-EXIT status=$?"
+    fi
 fi
 poweroff -f

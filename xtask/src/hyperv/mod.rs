@@ -70,9 +70,15 @@ const DEFAULT_TIMEOUT_SECS: u64 = 300;
 
 /// The test stage's hello run: its arguments, how long it may take (hello takes about 10 s)
 /// and what its 100 ms sleep may measure, slowed by TCG under L2's KVM.
-/// `linger`: hello stays up 2 s after its report, so the balloon driver's handshake (which
-/// runs beside the app) shows on the console before the VM ends.
-const TEST_APPEND: &str = "x=1 y=two linger=2000";
+/// `linger`: hello stays up after its report while the balloon driver (which runs beside the
+/// app) negotiates and then answers the balloon request the harness makes.
+const TEST_APPEND: &str = "x=1 y=two linger=75000";
+/// The balloon driver's line once the host accepted its capabilities.
+const BALLOON_READY: &str = "balloon: ready, reporting status";
+/// QEMU's hv-balloon ignores a new target for 50 s after the guest's capabilities.
+const BALLOON_DELAY_SECS: u32 = 55;
+/// Of the guest's 512 MiB: the host asks for 128 MiB, 32768 pages.
+const BALLOON_TARGET_MIB: u32 = 384;
 const TEST_TIMEOUT: Duration = Duration::from_secs(180);
 const TEST_SLEEP_MS: std::ops::RangeInclusive<f64> = 100.0..=300.0;
 const TEST_NAME: &str = "hello reports as a Hyper-V guest";
@@ -92,6 +98,7 @@ pub fn verb(mut args: Args) -> Result<ExitCode, String> {
         append,
         mem_mib,
         extra,
+        monitor: None,
     };
     install::ensure_qemu_device("hv-balloon")?;
     install::ensure_tools(debian::HOST_TOOLS)?;
@@ -124,6 +131,11 @@ fn stage_run(hello: &Result<PathBuf, String>) -> Result<(bool, Duration), String
         append: TEST_APPEND.to_owned(),
         mem_mib: DEFAULT_MEM_MIB,
         extra: Vec::new(),
+        monitor: Some(run::MonitorAction {
+            trigger: BALLOON_READY.to_owned(),
+            delay_secs: BALLOON_DELAY_SECS,
+            command: format!("balloon {BALLOON_TARGET_MIB}"),
+        }),
     };
     let (layout, l1) = prepare()?;
     let session = run::run(&layout, &l1, &guest, TEST_TIMEOUT, false)?;
@@ -157,12 +169,15 @@ fn report_problems(session: &Session) -> Vec<String> {
 /// Console lines a Hyper-V boot of hello must show: the negotiated VMBus version, the balloon
 /// offer (QEMU's `hv-balloon`, the harness's one VMBus device), and the balloon driver
 /// negotiating with it.
-const VMBUS_EXPECT: [&str; 4] = [
+const VMBUS_EXPECT: [&str; 6] = [
     r"vmbus: connected: version 4\.0, 1 offers in \d+ ms$",
     r"offer relid \d+: balloon 525074dc-8985-46e2-8057-a307dc18a502 ",
-    // The balloon driver on the real host: protocol, capabilities, status reports asked for.
+    // The balloon driver on the real host: protocol, capabilities, status reports asked for,
+    // then the harness's `balloon 384` honoured with real pages.
     r"INFO  balloon: protocol 2\.0$",
     r"INFO  balloon: ready, reporting status$",
+    r"INFO  balloon: BalloonRequested \{ pages: 32768 \}$",
+    r"INFO  balloon: the host holds 32768 pages \(128 MiB\)",
 ];
 
 /// Everything wrong with a run: L2's status, the console's last line, the `expect` patterns.
@@ -228,6 +243,9 @@ mod tests {
             "[    0.88] INFO  vmbus: connected: version 4.0, 1 offers in 579 ms",
             "[    0.93] INFO  balloon: protocol 2.0",
             "[    0.96] INFO  balloon: ready, reporting status",
+            "HARNESS-MONITOR balloon 384",
+            "[   55.59] INFO  balloon: BalloonRequested { pages: 32768 }",
+            "[   55.62] INFO  balloon: the host holds 32768 pages (128 MiB), 389992 KiB free",
         ];
         lines(&vmbus)
             .into_iter()
@@ -302,11 +320,11 @@ mod tests {
         let mut bare = lines(GOOD_REPORT);
         bare.retain(|line| !line.starts_with("cmdline"));
         // No cmdline, wrong platform, and none of the VMBus and balloon lines.
-        assert_eq!(report_problems(&session(bare, Some(1))).len(), 6);
+        assert_eq!(report_problems(&session(bare, Some(1))).len(), 8);
         let mut no_vmbus = hyperv_report();
         no_vmbus.retain(|line| !line.contains("vmbus") && !line.contains("balloon"));
         let found = report_problems(&session(no_vmbus, Some(1)));
-        assert_eq!(found.len(), 4, "{found:?}");
+        assert_eq!(found.len(), 6, "{found:?}");
         assert!(
             found
                 .iter()

@@ -56,7 +56,22 @@ pub struct Guest {
     pub mem_mib: u32,
     /// Appended to L2's QEMU command line (the last `-cpu` wins).
     pub extra: Vec<String>,
+    /// A QEMU monitor command L1 types into L2's monitor some time after a console line.
+    pub monitor: Option<MonitorAction>,
 }
+
+/// When a guest console line contains `trigger`, wait `delay_secs`, then send `command` to L2's
+/// QEMU monitor (e.g. `balloon 384`).
+#[derive(Clone, Debug)]
+pub struct MonitorAction {
+    pub trigger: String,
+    pub delay_secs: u32,
+    pub command: String,
+}
+
+/// Where L2's monitor listens inside L1's view of the host root: QEMU's `pipe` chardev reads
+/// `<path>.in` and writes `<path>.out`, two FIFOs l1-init.sh creates.
+const MONITOR_PIPE: &str = "/tmp/hv-monitor";
 
 /// QEMU's Dynamic Memory device, asking for the guest's status reports.
 const BALLOON_DEVICE: &str = "hv-balloon,status-report=on";
@@ -73,8 +88,20 @@ fn l2_command(guest: &Guest) -> Command {
     cmd.args(ISOLATED);
     cmd.args(["-kernel", &format!("{L2_RUN_DIR}/kernel")]);
     cmd.args(["-append", &guest.append]);
+    if guest.monitor.is_some() {
+        cmd.args(["-chardev", &format!("pipe,id=monitor,path={MONITOR_PIPE}")]);
+        cmd.args(["-mon", "chardev=monitor,mode=readline"]);
+    }
     cmd.args(&guest.extra);
     cmd
+}
+
+/// The `monitor` file l1-init.sh reads: the trigger, the delay, the command, a line each.
+fn monitor_file(action: &MonitorAction) -> String {
+    format!(
+        "{}\n{}\n{}\n",
+        action.trigger, action.delay_secs, action.command
+    )
 }
 
 /// The `l2-command` file /init reads: the program, then its arguments, one a line.
@@ -299,6 +326,10 @@ pub fn run(
         .map_err(|e| format!("copying {}: {e}", guest.kernel.display()))?;
     let command = command_file(&l2_command(guest))?;
     fs::write(dir.join("l2-command"), command).map_err(|e| format!("writing l2-command: {e}"))?;
+    if let Some(action) = &guest.monitor {
+        fs::write(dir.join("monitor"), monitor_file(action))
+            .map_err(|e| format!("writing monitor: {e}"))?;
+    }
     let cmd = l1_command(l1, &dir, guest.mem_mib, verbose)?;
     println!(
         "xtask: hyperv: {} as the Hyper-V guest (L2, {} MiB) {:?}, run files in {}",
@@ -344,7 +375,31 @@ mod tests {
             append: "x=1 y=two".to_owned(),
             mem_mib: 512,
             extra: extra.iter().map(|arg| (*arg).to_owned()).collect(),
+            monitor: None,
         }
+    }
+
+    #[test]
+    fn a_monitor_action_adds_the_pipe_monitor_and_its_file() {
+        let mut with_monitor = guest(&[]);
+        with_monitor.monitor = Some(MonitorAction {
+            trigger: "balloon: ready".to_owned(),
+            delay_secs: 55,
+            command: "balloon 384".to_owned(),
+        });
+        let args = command_args(&l2_command(&with_monitor));
+        assert_pairs(
+            &args,
+            &[
+                ("-chardev", "pipe,id=monitor,path=/tmp/hv-monitor"),
+                ("-mon", "chardev=monitor,mode=readline"),
+            ],
+        );
+        assert!(!command_args(&l2_command(&guest(&[]))).contains(&"-mon".to_owned()));
+        assert_eq!(
+            monitor_file(with_monitor.monitor.as_ref().unwrap()),
+            "balloon: ready\n55\nballoon 384\n"
+        );
     }
 
     /// Fails naming the first `(flag, value)` that `args` lacks.
