@@ -8,7 +8,8 @@
 #   HARNESS-L2-START              L1 is up, L2's QEMU starts now
 #   HARNESS-L2-EXIT status=N      L2's QEMU exited with N (may follow unended guest output)
 #   HARNESS-MONITOR COMMAND       COMMAND went to L2's monitor (the run folder's `monitor`
-#                                 file: trigger text, delay in seconds, command)
+#                                 file: the trigger text, then "DELAY COMMAND" lines, each
+#                                 DELAY seconds after the step before)
 #   HARNESS-L1-FAILED why=WHAT    L1 cannot run L2
 /bin/busybox --install -s /bin
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
@@ -45,17 +46,22 @@ else
     echo "HARNESS-L2-START"
     if [ -f /host/run/harness/monitor ]; then
         # L2's monitor is a QEMU pipe chardev: write commands to .in, drain its echo from .out.
-        { read -r trigger; read -r delay; read -r command; } </host/run/harness/monitor
+        read -r trigger </host/run/harness/monitor
         mkfifo /host/tmp/hv-monitor.in /host/tmp/hv-monitor.out
         cat /host/tmp/hv-monitor.out >/dev/null &
         # Watch L2's console line by line for the trigger; the status goes round the pipe.
+        # Then each further line of the file, "DELAY COMMAND", after the one before it.
         { TMPDIR=/tmp chroot /host "$@" </dev/null 2>&1; echo $? >/host/tmp/l2-status; } |
             while IFS= read -r line || [ -n "$line" ]; do
                 printf '%s\n' "$line"
                 case "$line" in
                     *"$trigger"*)
-                        (sleep "$delay"; echo "HARNESS-MONITOR $command"
-                            printf '%s\n' "$command" >/host/tmp/hv-monitor.in) &
+                        tail -n +2 /host/run/harness/monitor |
+                            while read -r delay command; do
+                                sleep "$delay"
+                                echo "HARNESS-MONITOR $command"
+                                printf '%s\n' "$command" >/host/tmp/hv-monitor.in
+                            done &
                         trigger="\n never again \n" ;;
                 esac
             done

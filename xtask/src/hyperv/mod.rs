@@ -79,6 +79,8 @@ const BALLOON_READY: &str = "balloon: ready, reporting status";
 const BALLOON_DELAY_SECS: u32 = 55;
 /// Of the guest's 512 MiB: the host asks for 128 MiB, 32768 pages.
 const BALLOON_TARGET_MIB: u32 = 384;
+/// Then the target goes back up and the host returns every page.
+const DEFLATE_DELAY_SECS: u32 = 10;
 const TEST_TIMEOUT: Duration = Duration::from_secs(180);
 const TEST_SLEEP_MS: std::ops::RangeInclusive<f64> = 100.0..=300.0;
 const TEST_NAME: &str = "hello reports as a Hyper-V guest";
@@ -133,8 +135,10 @@ fn stage_run(hello: &Result<PathBuf, String>) -> Result<(bool, Duration), String
         extra: Vec::new(),
         monitor: Some(run::MonitorAction {
             trigger: BALLOON_READY.to_owned(),
-            delay_secs: BALLOON_DELAY_SECS,
-            command: format!("balloon {BALLOON_TARGET_MIB}"),
+            steps: vec![
+                (BALLOON_DELAY_SECS, format!("balloon {BALLOON_TARGET_MIB}")),
+                (DEFLATE_DELAY_SECS, format!("balloon {DEFAULT_MEM_MIB}")),
+            ],
         }),
     };
     let (layout, l1) = prepare()?;
@@ -169,7 +173,7 @@ fn report_problems(session: &Session) -> Vec<String> {
 /// Console lines a Hyper-V boot of hello must show: the negotiated VMBus version, the balloon
 /// offer (QEMU's `hv-balloon`, the harness's one VMBus device), and the balloon driver
 /// negotiating with it.
-const VMBUS_EXPECT: [&str; 6] = [
+const VMBUS_EXPECT: [&str; 7] = [
     r"vmbus: connected: version 4\.0, 1 offers in \d+ ms$",
     r"offer relid \d+: balloon 525074dc-8985-46e2-8057-a307dc18a502 ",
     // The balloon driver on the real host: protocol, capabilities, status reports asked for,
@@ -178,6 +182,7 @@ const VMBUS_EXPECT: [&str; 6] = [
     r"INFO  balloon: ready, reporting status$",
     r"INFO  balloon: BalloonRequested \{ pages: 32768 \}$",
     r"INFO  balloon: the host holds 32768 pages \(128 MiB\)",
+    r"INFO  balloon: the host holds 0 pages \(0 MiB\)",
 ];
 
 /// Everything wrong with a run: L2's status, the console's last line, the `expect` patterns.
@@ -246,6 +251,8 @@ mod tests {
             "HARNESS-MONITOR balloon 384",
             "[   55.59] INFO  balloon: BalloonRequested { pages: 32768 }",
             "[   55.62] INFO  balloon: the host holds 32768 pages (128 MiB), 389992 KiB free",
+            "HARNESS-MONITOR balloon 512",
+            "[   65.70] INFO  balloon: the host holds 0 pages (0 MiB), 521060 KiB free",
         ];
         lines(&vmbus)
             .into_iter()
@@ -320,11 +327,11 @@ mod tests {
         let mut bare = lines(GOOD_REPORT);
         bare.retain(|line| !line.starts_with("cmdline"));
         // No cmdline, wrong platform, and none of the VMBus and balloon lines.
-        assert_eq!(report_problems(&session(bare, Some(1))).len(), 8);
+        assert_eq!(report_problems(&session(bare, Some(1))).len(), 9);
         let mut no_vmbus = hyperv_report();
         no_vmbus.retain(|line| !line.contains("vmbus") && !line.contains("balloon"));
         let found = report_problems(&session(no_vmbus, Some(1)));
-        assert_eq!(found.len(), 6, "{found:?}");
+        assert_eq!(found.len(), 7, "{found:?}");
         assert!(
             found
                 .iter()

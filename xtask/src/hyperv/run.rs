@@ -60,13 +60,12 @@ pub struct Guest {
     pub monitor: Option<MonitorAction>,
 }
 
-/// When a guest console line contains `trigger`, wait `delay_secs`, then send `command` to L2's
-/// QEMU monitor (e.g. `balloon 384`).
+/// When a guest console line contains `trigger`, send each step's command to L2's QEMU
+/// monitor (e.g. `balloon 384`), its delay (seconds) after the step before.
 #[derive(Clone, Debug)]
 pub struct MonitorAction {
     pub trigger: String,
-    pub delay_secs: u32,
-    pub command: String,
+    pub steps: Vec<(u32, String)>,
 }
 
 /// Where L2's monitor listens inside L1's view of the host root: QEMU's `pipe` chardev reads
@@ -96,12 +95,13 @@ fn l2_command(guest: &Guest) -> Command {
     cmd
 }
 
-/// The `monitor` file l1-init.sh reads: the trigger, the delay, the command, a line each.
+/// The `monitor` file l1-init.sh reads: the trigger, then a `DELAY COMMAND` line a step.
 fn monitor_file(action: &MonitorAction) -> String {
-    format!(
-        "{}\n{}\n{}\n",
-        action.trigger, action.delay_secs, action.command
-    )
+    let mut file = format!("{}\n", action.trigger);
+    for (delay, command) in &action.steps {
+        file.push_str(&format!("{delay} {command}\n"));
+    }
+    file
 }
 
 /// The `l2-command` file /init reads: the program, then its arguments, one a line.
@@ -384,8 +384,10 @@ mod tests {
         let mut with_monitor = guest(&[]);
         with_monitor.monitor = Some(MonitorAction {
             trigger: "balloon: ready".to_owned(),
-            delay_secs: 55,
-            command: "balloon 384".to_owned(),
+            steps: vec![
+                (55, "balloon 384".to_owned()),
+                (10, "balloon 512".to_owned()),
+            ],
         });
         let args = command_args(&l2_command(&with_monitor));
         assert_pairs(
@@ -398,7 +400,7 @@ mod tests {
         assert!(!command_args(&l2_command(&guest(&[]))).contains(&"-mon".to_owned()));
         assert_eq!(
             monitor_file(with_monitor.monitor.as_ref().unwrap()),
-            "balloon: ready\n55\nballoon 384\n"
+            "balloon: ready\n55 balloon 384\n10 balloon 512\n"
         );
     }
 
