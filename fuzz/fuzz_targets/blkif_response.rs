@@ -33,7 +33,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use libfuzzer_sys::fuzz_target;
 use ringbolt_shmem::fake::FakeSharedMemory;
-use ringbolt_xen_abi::grant_table::{GTF_PERMIT_ACCESS, GTF_READING, GTF_WRITING, grant_entry_v1};
+use ringbolt_xen_abi::grant_table::{GTF_PERMIT_ACCESS, grant_entry_v1};
 use ringbolt_xen_abi::io::blkif::{
     BLKIF_OP_INDIRECT, BLKIF_RING_SIZE, BLKIF_SRING_ENTRY_SIZE, blkif_request,
     blkif_request_indirect, blkif_response,
@@ -43,13 +43,13 @@ use ringbolt_xen_blkfront::{
     BackendInfo, Blkfront, IndirectPage, IoId, Operation, Page, Segment, Setup,
 };
 use ringbolt_xen_grant::GrantTable;
+use ringbolt_xen_grant::sim as grant_sim;
 use ringbolt_xen_ring::Notify;
 
 const ROUNDS: usize = 64;
 /// One grant frame: 504 usable references, fewer than 32 I/Os of 23 pages need.
 const TABLE_ENTRIES: usize = 512;
 /// `GTF_reading | GTF_writing`, in the low byte of the flags.
-const MAPPED: u8 = (GTF_READING | GTF_WRITING) as u8;
 
 #[derive(Debug)]
 struct TestPage(u64);
@@ -153,24 +153,6 @@ impl Harness<'_> {
         Some(())
     }
 
-    /// The backend maps table entry `entry`: sets its `GTF_reading` and `GTF_writing`.
-    fn map(&self, entry: usize) {
-        let at = entry * grant_entry_v1::SIZE + grant_entry_v1::FLAGS;
-        let flags = self.table.peer_read(at, 1)[0];
-        self.table.peer_write(at, &[flags | MAPPED]);
-    }
-
-    /// The backend unmaps every entry.
-    fn unmap_all(&self) {
-        let table = self.table.snapshot();
-        for (entry, e) in table.chunks_exact(grant_entry_v1::SIZE).enumerate() {
-            if e[0] & MAPPED != 0 {
-                self.table
-                    .peer_write(entry * grant_entry_v1::SIZE, &[e[0] & !MAPPED]);
-            }
-        }
-    }
-
     /// Polls and checks what came back. `settled`: nothing is mapped, so every I/O not
     /// pending on the ring has been handed back.
     fn poll_and_check(&mut self, settled: bool) {
@@ -259,10 +241,10 @@ fuzz_target!(|data: &[u8]| {
             h.submit();
         }
         if flags & 2 != 0 {
-            h.map(8 + entry as usize);
+            grant_sim::hold(&h.table, 8 + entry as usize).expect("entry inside the table");
         }
         if flags & 4 != 0 {
-            h.unmap_all();
+            grant_sim::release_all(&h.table).expect("whole table");
         }
         for _ in 0..k % 40 {
             if h.respond(&mut input).is_none() {
@@ -274,6 +256,6 @@ fuzz_target!(|data: &[u8]| {
         h.poll_and_check(false);
     }
     // The backend lets go of everything: what is held comes back.
-    h.unmap_all();
+    grant_sim::release_all(&h.table).expect("whole table");
     h.poll_and_check(true);
 });

@@ -39,13 +39,14 @@ use std::collections::BTreeSet;
 
 use libfuzzer_sys::fuzz_target;
 use ringbolt_shmem::fake::FakeSharedMemory;
-use ringbolt_xen_abi::grant_table::{GTF_PERMIT_ACCESS, GTF_READING, GTF_WRITING, grant_entry_v1};
+use ringbolt_xen_abi::grant_table::{GTF_PERMIT_ACCESS, grant_entry_v1};
 use ringbolt_xen_abi::io::netif::{
     NET_RX_RING_SIZE, NET_TX_RING_SIZE, NETIF_RX_SRING_ENTRY_SIZE, NETIF_TX_SRING_ENTRY_SIZE,
     netif_extra_info, netif_rx_response, netif_tx_request, netif_tx_response,
 };
 use ringbolt_xen_abi::io::ring::sring;
 use ringbolt_xen_grant::GrantTable;
+use ringbolt_xen_grant::sim as grant_sim;
 use ringbolt_xen_netfront::{BackendFeatures, MAX_FRAME_LEN, Netfront, Page, Setup};
 use ringbolt_xen_ring::Notify;
 
@@ -57,7 +58,6 @@ const RX_PAGES: usize = 64;
 const TX_FRAME: u64 = 0x1000;
 const RX_FRAME: u64 = 0x2000;
 /// `GTF_reading | GTF_writing`, in the low byte of the flags.
-const MAPPED: u8 = (GTF_READING | GTF_WRITING) as u8;
 
 #[derive(Debug)]
 struct NoEvent;
@@ -157,26 +157,6 @@ impl Harness<'_> {
         Some(())
     }
 
-    /// The backend maps table entry `entry`, if it grants access.
-    fn map(&self, entry: usize) {
-        let at = entry * grant_entry_v1::SIZE + grant_entry_v1::FLAGS;
-        let flags = self.table.peer_read(at, 1)[0];
-        if u16::from(flags) & GTF_PERMIT_ACCESS != 0 {
-            self.table.peer_write(at, &[flags | MAPPED]);
-        }
-    }
-
-    /// The backend unmaps every entry.
-    fn unmap_all(&self) {
-        let table = self.table.snapshot();
-        for (entry, e) in table.chunks_exact(grant_entry_v1::SIZE).enumerate() {
-            if e[0] & MAPPED != 0 {
-                self.table
-                    .peer_write(entry * grant_entry_v1::SIZE, &[e[0] & !MAPPED]);
-            }
-        }
-    }
-
     fn poll_and_check(&mut self, drain: bool) {
         let polled = self.front.poll(&mut self.grants);
         if drain {
@@ -274,10 +254,10 @@ fuzz_target!(|data: &[u8]| {
             h.transmit();
         }
         if flags & 2 != 0 {
-            h.map(8 + entry as usize);
+            grant_sim::hold(&h.table, 8 + entry as usize).expect("entry inside the table");
         }
         if flags & 4 != 0 {
-            h.unmap_all();
+            grant_sim::release_all(&h.table).expect("whole table");
         }
         for _ in 0..t % 24 {
             if h.tx_response(&mut input).is_none() {
@@ -296,7 +276,7 @@ fuzz_target!(|data: &[u8]| {
         h.poll_and_check(flags & 8 != 0);
     }
     // The backend lets go of everything: what is held comes back.
-    h.unmap_all();
+    grant_sim::release_all(&h.table).expect("whole table");
     h.poll_and_check(true);
     assert_eq!(
         h.front.held_pages(),

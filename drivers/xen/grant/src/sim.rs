@@ -94,3 +94,31 @@ pub fn unmap(table: &impl SharedMemory, gref: GrantRef) -> Result<(), MapError> 
     }
     Ok(())
 }
+
+/// What a backend's live mapping of an entry sets in its flags: Xen's `GTF_reading` and
+/// `GTF_writing`.
+const IN_USE: u16 = GTF_READING | GTF_WRITING;
+
+/// Marks table entry `entry` in use by the backend, as a live mapping does, if it currently
+/// permits access; without the checks of [`map`], for tests and fuzz targets that play a
+/// backend holding pages at arbitrary moments.
+pub fn hold(table: &impl SharedMemory, entry: usize) -> Result<(), OutOfBounds> {
+    let at = entry.saturating_mul(grant_entry_v1::SIZE) + grant_entry_v1::FLAGS;
+    let flags = table.read_u16(at)?;
+    if flags & GTF_PERMIT_ACCESS != 0 {
+        table.write_u16(at, flags | IN_USE)?;
+    }
+    Ok(())
+}
+
+/// Clears every entry's in-use bits, as a backend unmapping everything.
+pub fn release_all(table: &impl SharedMemory) -> Result<(), OutOfBounds> {
+    for entry in 0..table.len() / grant_entry_v1::SIZE {
+        let at = entry * grant_entry_v1::SIZE + grant_entry_v1::FLAGS;
+        let flags = table.read_u16(at)?;
+        if flags & IN_USE != 0 {
+            table.write_u16(at, flags & !IN_USE)?;
+        }
+    }
+    Ok(())
+}

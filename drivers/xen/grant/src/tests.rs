@@ -314,3 +314,20 @@ fn xen_refuses_mappings_the_entry_does_not_permit() {
         Err(MapError::NotPermitted { flags: 0, .. })
     ));
 }
+
+#[test]
+fn sim_hold_marks_only_permitted_entries_and_release_all_clears_them() {
+    use ringbolt_xen_abi::grant_table::{GTF_READING, GTF_WRITING};
+    let mem = ringbolt_shmem::fake::FakeSharedMemory::page();
+    let flags_at = |entry: usize| entry * grant_entry_v1::SIZE + grant_entry_v1::FLAGS;
+    mem.peer_write(flags_at(9), &(GTF_PERMIT_ACCESS).to_le_bytes());
+    crate::sim::hold(&mem, 9).unwrap();
+    crate::sim::hold(&mem, 10).unwrap();
+    let flags =
+        |entry: usize| u16::from_le_bytes(mem.peer_read(flags_at(entry), 2).try_into().unwrap());
+    assert_eq!(flags(9), GTF_PERMIT_ACCESS | GTF_READING | GTF_WRITING);
+    assert_eq!(flags(10), 0);
+    crate::sim::release_all(&mem).unwrap();
+    assert_eq!(flags(9), GTF_PERMIT_ACCESS);
+    assert!(crate::sim::hold(&mem, 4096).is_err());
+}
